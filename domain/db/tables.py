@@ -1,0 +1,227 @@
+"""The durable schema (SQLAlchemy Core), one table per concept of DOMAIN.md.
+
+PostgreSQL or SQLite holds the durable truth; Redis holds locks, presence and fan-out, and is
+rebuilt from here (customers.holder_user_id / selection_token) when it comes back empty.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+from domain.db.types import Id, Json, UtcDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+NOW = text("CURRENT_TIMESTAMP")
+
+data_owners = Table(
+    "data_owners",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("timezone", String(64), nullable=False, server_default="Europe/Oslo"),
+    Column("created_at", UtcDateTime, nullable=False, server_default=NOW),
+)
+
+crms = Table(
+    "crms",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("data_owner_id", Id, ForeignKey("data_owners.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(3), nullable=False),  # b2b | b2c, fixed forever (rule 1)
+    Column("info_fields", Json, nullable=False),  # [{"key", "label", "type"}]
+    UniqueConstraint("data_owner_id", "name"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("data_owner_id", Id, ForeignKey("data_owners.id"), nullable=False, index=True),
+    Column("username", String(100), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", UtcDateTime, nullable=False, server_default=NOW),
+)
+
+assignments = Table(
+    "assignments",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("data_owner_id", Id, ForeignKey("data_owners.id"), nullable=False, index=True),
+    Column("crm_id", Id, ForeignKey("crms.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("flow", Json, nullable=False),  # statuses and outcomes, checked by domain.flows
+    Column("setup", Json, nullable=False),  # sort keys, limits, SMS, timers, dial mode
+    Column("created_at", UtcDateTime, nullable=False, server_default=NOW),
+    UniqueConstraint("data_owner_id", "name"),
+)
+
+segments = Table(
+    "segments",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("assignment_id", Id, ForeignKey("assignments.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("is_unsegmented", Boolean, nullable=False, server_default=text("false")),
+    UniqueConstraint("assignment_id", "name"),
+)
+# Every assignment has exactly one unsegmented segment.
+Index(
+    "uq_segments_one_unsegmented",
+    segments.c.assignment_id,
+    unique=True,
+    postgresql_where=segments.c.is_unsegmented,
+    sqlite_where=segments.c.is_unsegmented,
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("assignment_id", Id, ForeignKey("assignments.id", ondelete="CASCADE"), nullable=False),
+    PrimaryKeyConstraint("user_id", "assignment_id"),
+)
+Index("ix_grants_assignment", grants.c.assignment_id)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("data_owner_id", Id, ForeignKey("data_owners.id"), nullable=False),
+    Column("crm_id", Id, ForeignKey("crms.id"), nullable=False),
+    Column("external_id", String(100), nullable=False),
+    Column("name", String(300), nullable=False),
+    Column("phones", Json, nullable=False),
+    Column("email", String(320)),
+    Column("info", Json, nullable=False),
+    # Placement (rule 2): at most one assignment, one segment, one status.
+    Column("assignment_id", Id, ForeignKey("assignments.id")),
+    Column("segment_id", Id, ForeignKey("segments.id")),
+    Column("status", String(64)),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_attempt_at", UtcDateTime),
+    # Due time of the open shared follow-up, kept beside the row so the list query can hold
+    # the customer back until then and put it first afterwards (rule 11) without a join.
+    Column("shared_follow_up_at", UtcDateTime),
+    # Durable copy of the selection (the lock lives in Redis): rebuilds Redis after a loss and
+    # fences writes, which must present the current token (rule 8).
+    Column("holder_user_id", Id, ForeignKey("users.id")),
+    Column("selection_token", BigInteger),
+    Column("selected_at", UtcDateTime),
+    Column("version", Integer, nullable=False, server_default="1"),
+    Column("created_at", UtcDateTime, nullable=False, server_default=NOW),
+    Column("updated_at", UtcDateTime, nullable=False, server_default=NOW),
+    UniqueConstraint("crm_id", "external_id"),
+)
+# The next-right-customer query: available customers of an assignment in list order.
+Index(
+    "ix_customers_list",
+    customers.c.assignment_id,
+    customers.c.status,
+    customers.c.segment_id,
+    customers.c.attempts,
+    customers.c.last_attempt_at,
+    customers.c.id,
+)
+# Due shared follow-ups go first (rule 11).
+Index(
+    "ix_customers_shared_due",
+    customers.c.assignment_id,
+    customers.c.shared_follow_up_at,
+    postgresql_where=customers.c.shared_follow_up_at.isnot(None),
+    sqlite_where=customers.c.shared_follow_up_at.isnot(None),
+)
+Index(
+    "ix_customers_holder",
+    customers.c.holder_user_id,
+    postgresql_where=customers.c.holder_user_id.isnot(None),
+    sqlite_where=customers.c.holder_user_id.isnot(None),
+)
+Index("ix_customers_owner_crm", customers.c.data_owner_id, customers.c.crm_id)
+
+follow_ups = Table(
+    "follow_ups",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("assignment_id", Id, ForeignKey("assignments.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # personal | shared
+    Column("owner_user_id", Id, ForeignKey("users.id")),  # NULL for shared
+    Column("due_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False, server_default=NOW),
+    Column("created_by", Id, ForeignKey("users.id")),
+    Column("ended_at", UtcDateTime),
+    Column("ended_reason", String(32)),
+)
+# My Work: a user's open personal follow-ups by due time.
+Index(
+    "ix_follow_ups_my_work",
+    follow_ups.c.owner_user_id,
+    follow_ups.c.due_at,
+    postgresql_where=follow_ups.c.ended_at.is_(None),
+    sqlite_where=follow_ups.c.ended_at.is_(None),
+)
+# My Work and the side panel: open shared follow-ups of the user's assignments.
+Index(
+    "ix_follow_ups_shared",
+    follow_ups.c.assignment_id,
+    follow_ups.c.kind,
+    follow_ups.c.due_at,
+    postgresql_where=follow_ups.c.ended_at.is_(None),
+    sqlite_where=follow_ups.c.ended_at.is_(None),
+)
+Index("ix_follow_ups_customer", follow_ups.c.customer_id)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("assignment_id", Id, ForeignKey("assignments.id"), nullable=False),
+    Column("user_id", Id, ForeignKey("users.id"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("call_back_at", UtcDateTime),
+)
+Index("ix_attempts_customer", attempts.c.customer_id, attempts.c.at)
+
+history = Table(
+    "history",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("user_id", Id, ForeignKey("users.id")),
+    Column("assignment_id", Id, ForeignKey("assignments.id")),
+    Column("data", Json, nullable=False),
+    Column("note", Text),
+)
+Index("ix_history_customer", history.c.customer_id, history.c.id)
