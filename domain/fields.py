@@ -53,6 +53,10 @@ def _number(raw: Any, label: str) -> int | float:
         if text.count(",") == 1 and "." not in text:
             text = text.replace(",", ".")  # Norwegian decimal comma
         try:
+            return int(text)  # exact, even beyond a float's 53-bit precision
+        except ValueError:
+            pass
+        try:
             value = float(text)
         except ValueError:
             raise Invalid(f"{label}: '{raw}' is not a number") from None
