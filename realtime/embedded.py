@@ -38,7 +38,7 @@ class EmbeddedRedis:
     """A redis-server child process on 127.0.0.1:<port>; use as a context manager."""
 
     def __init__(self, work_dir: Path, port: int | None = None, extra_args: tuple[str, ...] = ()):
-        self.work_dir = work_dir
+        self.work_dir = work_dir.resolve()  # redis-server chdirs before opening its log
         self.port = port or free_port()
         self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None

@@ -1,0 +1,335 @@
+"""The `dialhub` command: serve, migrate, seed, create-user.
+
+User mistakes (a bad argument, an unknown data owner, a database that does not answer) end with
+one line on stderr and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any, TypeVar
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain.db.engine import async_url, current_revision, make_engine, migrate
+from domain.errors import DomainError
+from domain.model import Role
+from realtime.embedded import EmbeddedRedis
+from realtime.settings import Settings
+
+T = TypeVar("T")
+
+DEMO_LOGINS = "agent1 … agent20, supervisor1, admin1 — password: demo"
+
+
+class CliError(Exception):
+    """A failure the user can fix; printed as one line, exit code 1."""
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: unwind so the embedded Redis is stopped on the way out."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+        # Absolute, because redis-server changes into its --dir before opening its log file.
+        settings = settings.model_copy(update={"var_dir": settings.var_dir.resolve()})
+        return args.command(args, settings)
+    except (CliError, DomainError) as error:
+        print(f"dialhub: error: {error}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, Terminated):
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dialhub", description="Real-time work server for outbound contact centers."
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve the app (HTTP and WebSocket)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    serve.add_argument("--demo", action="store_true", help="migrate and load the demo data first")
+    serve.set_defaults(command=cmd_serve)
+
+    migrate_cmd = commands.add_parser("migrate", help="upgrade the database to the newest schema")
+    migrate_cmd.set_defaults(command=cmd_migrate)
+
+    seed = commands.add_parser("seed", help="load demo data")
+    seed.add_argument("--demo", action="store_true", help="the demo data owners, users, lists")
+    seed.add_argument(
+        "--customers", type=_non_negative, metavar="N", help="add N demo customers in bulk"
+    )
+    seed.set_defaults(command=cmd_seed)
+
+    user = commands.add_parser("create-user", help="add a user to a data owner")
+    user.add_argument("username")
+    user.add_argument("--name", help="display name (default: the username)")
+    user.add_argument("--role", required=True, choices=[r.value for r in Role])
+    user.add_argument("--data-owner", required=True, metavar="NAME", help="data owner's name")
+    user.add_argument("--password", help="asked for when omitted")
+    user.set_defaults(command=cmd_create_user)
+    return parser
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    async def run(engine: AsyncEngine) -> str | None:
+        await migrate(engine)
+        return await current_revision(engine)
+
+    revision = with_engine(settings, run)
+    print(f"database {database_label(settings)} is at revision {revision}")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.demo and args.customers is None:
+        raise CliError("nothing to seed: give --demo and/or --customers N")
+    from domain.db import seed
+
+    if args.demo:
+        summary = with_engine(settings, seed.seed_demo, require_schema=True)
+        print(f"demo data ready in {database_label(settings)}: {format_summary(summary)}")
+        print(f"demo logins: {DEMO_LOGINS}")
+    if args.customers:
+        added = seed_customers_with_progress(settings, args.customers)
+        print(f"added {added} customers")
+    return 0
+
+
+def seed_customers_with_progress(settings: Settings, n: int) -> int:
+    from tqdm import tqdm
+
+    from domain.db import seed
+
+    with tqdm(total=n, unit="customer", unit_scale=True, desc="customers") as bar:
+
+        def progress(done: int) -> None:
+            # `done` counts customers inserted so far; tqdm wants the step.
+            bar.update(max(0, done - bar.n))
+
+        async def run(engine: AsyncEngine) -> int:
+            return await seed.seed_customers(engine, n, progress=progress)
+
+        added = with_engine(settings, run, require_schema=True)
+        bar.update(max(0, added - bar.n))
+    return added
+
+
+def cmd_create_user(args: argparse.Namespace, settings: Settings) -> int:
+    from domain.db import repositories
+
+    password = args.password if args.password is not None else ask_password()
+    if not password:
+        raise CliError("the password must not be empty")
+
+    async def run(engine: AsyncEngine) -> Any:
+        async with engine.begin() as conn:
+            owner_id = await data_owner_id(conn, args.data_owner)
+            if await repositories.get_user_by_username(conn, args.username) is not None:
+                raise CliError(f"user {args.username!r} already exists")
+            return await repositories.create_user(
+                conn, owner_id, args.username, args.name or args.username, Role(args.role), password
+            )
+
+    user = with_engine(settings, run, require_schema=True)
+    print(f"created {user.role} {user.username!r} (id {user.id}) in data owner {args.data_owner!r}")
+    return 0
+
+
+def ask_password() -> str:
+    """Prompt twice on a terminal; read one line when the password is piped in."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    try:
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != first:
+            raise CliError("the passwords do not match")
+    except EOFError:
+        raise CliError("no password given: use --password or type one") from None
+    return first
+
+
+async def data_owner_id(conn: AsyncConnection, name: str) -> int:
+    from domain.db import repositories
+    from domain.db.tables import data_owners
+
+    owner = await repositories.get_data_owner_by_name(conn, name)
+    if owner is None:
+        names = (await conn.scalars(select(data_owners.c.name).order_by(data_owners.c.name))).all()
+        known = ", ".join(repr(n) for n in names) or "none yet (run `dialhub seed --demo`)"
+        raise CliError(f"no data owner named {name!r}; known: {known}")
+    return owner.id
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from realtime.app import create_app
+
+    own_origin = f"http://{args.host}:{args.port}"
+    if own_origin not in settings.allowed_origins:
+        # The pages this node serves must be able to open its WebSocket.
+        settings = settings.model_copy(
+            update={"allowed_origins": [*settings.allowed_origins, own_origin]}
+        )
+    with terminate_gracefully():
+        embedded: EmbeddedRedis | None = None
+        try:
+            if not settings.redis_url:
+                embedded = start_embedded_redis(EmbeddedRedis(settings.var_dir / "redis"))
+                settings = settings.model_copy(update={"redis_url": embedded.url})
+                assert embedded.process is not None
+                print(f"embedded Redis at {embedded.url} (pid {embedded.process.pid})")
+            prepare_database(settings, demo=args.demo)
+            print(f"dialhub serving at http://{args.host}:{args.port}")
+            if args.demo:
+                print(f"demo logins: {DEMO_LOGINS}")
+            sys.stdout.flush()
+            config = uvicorn.Config(
+                create_app(settings),
+                host=args.host,
+                port=args.port,
+                ws_per_message_deflate=False,
+                log_level="info",
+                timeout_graceful_shutdown=10,
+            )
+            uvicorn.Server(config).run()
+        finally:
+            if embedded is not None:
+                embedded.stop()
+    return 0
+
+
+def start_embedded_redis(server: EmbeddedRedis) -> EmbeddedRedis:
+    try:
+        return server.start()
+    except RuntimeError as error:
+        raise CliError(f"cannot start the embedded Redis: {error}") from None
+
+
+def prepare_database(settings: Settings, *, demo: bool) -> None:
+    """With `demo`: migrate and load the demo. Without: refuse a database with no schema."""
+    if demo:
+        summary = with_engine(settings, _migrate_and_seed_demo)
+        print(f"demo data ready in {database_label(settings)}: {format_summary(summary)}")
+    else:
+        with_engine(settings, current_revision, require_schema=True)
+    print(f"database: {database_label(settings)}")
+
+
+async def _migrate_and_seed_demo(engine: AsyncEngine) -> Any:
+    from domain.db import seed
+
+    await migrate(engine)
+    return await seed.seed_demo(engine)
+
+
+@contextmanager
+def terminate_gracefully() -> Iterator[None]:
+    """Turn SIGTERM into an exception, so `finally` blocks run (the embedded Redis stops).
+
+    uvicorn handles SIGTERM itself while serving, then re-raises it once shut down; it lands
+    here instead of killing the process with the Redis child still running.
+    """
+
+    def raise_terminated(_signum: int, _frame: FrameType | None) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# -- database plumbing ------------------------------------------------------------------------
+
+
+def with_engine(
+    settings: Settings,
+    work: Callable[[AsyncEngine], Awaitable[T]],
+    *,
+    require_schema: bool = False,
+) -> T:
+    """Run `work(engine)` on a fresh engine; database failures become a CliError."""
+
+    async def run() -> T:
+        engine = make_engine(engine_url(settings), schema=settings.database_schema)
+        try:
+            if require_schema and await current_revision(engine) is None:
+                raise CliError(
+                    f"the database {database_label(settings)} has no schema yet: "
+                    "run `dialhub migrate` first"
+                )
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except (sa_exc.OperationalError, sa_exc.InterfaceError, OSError) as error:
+        raise CliError(
+            f"cannot use the database {database_label(settings)}: {_first_line(error)}"
+        ) from None
+    except sa_exc.DBAPIError as error:
+        raise CliError(f"database error: {_first_line(error)}") from None
+
+
+def engine_url(settings: Settings) -> str:
+    try:
+        return async_url(settings.database_url, settings.sqlite_path)
+    except (ValueError, sa_exc.ArgumentError) as error:
+        raise CliError(f"DATABASE_URL: {error}") from None
+
+
+def database_label(settings: Settings) -> str:
+    """The database URL without its password, for messages."""
+    if not settings.database_url:
+        return str(settings.sqlite_path)
+    try:
+        return make_url(settings.database_url).render_as_string(hide_password=True)
+    except sa_exc.ArgumentError:
+        return "(unreadable DATABASE_URL)"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """One line about seed_demo's summary."""
+    state = "created" if summary.get("created") else "already there"
+    counts = ", ".join(
+        f"{len(summary.get(key) or [])} {key.replace('_', ' ')}"
+        for key in ("data_owners", "assignments", "users")
+    )
+    return f"{state} ({counts}, {summary.get('customers', 0)} customers)"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
