@@ -1,0 +1,209 @@
+"""The selection store runs against real Redis: the run's single server, and a Redis Cluster.
+
+The cluster is three redis-server processes in cluster mode on loopback ports, joined with
+``redis-cli --cluster create``; every core selection test runs on both, because the key layout
+promises each owner's keys hash to one slot.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from presence.keys import live_key, owner_prefix
+from realtime.embedded import EmbeddedRedis, free_port, redis_server_binary
+
+
+def redis_cli_binary() -> str:
+    """The redis-cli next to the redis-server we run, else the machine's."""
+    bundled = Path(redis_server_binary()).with_name("redis-cli")
+    if bundled.is_file():
+        return str(bundled)
+    found = shutil.which("redis-cli")
+    if found is None:
+        pytest.skip("no redis-cli to create a cluster with")
+    return found
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000, Redis 6.2) is free as well."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
+    """Three redis-server processes joined into one cluster (no replicas); stopped at the end."""
+    base = tmp_path_factory.mktemp("redis-cluster")
+    nodes: list[EmbeddedRedis] = []
+    try:
+        for index in range(3):
+            node = EmbeddedRedis(
+                base / f"node{index}",
+                port=cluster_port(),
+                extra_args=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ),
+            )
+            nodes.append(node.start())
+        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+        subprocess.run(
+            [
+                redis_cli_binary(),
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        wait_for_cluster_ok([node.port for node in nodes])
+        yield [node.port for node in nodes]
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def wait_for_cluster_ok(ports: list[int], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for port in ports:
+            client = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
+            try:
+                info = client.cluster("INFO")
+                states.append(info.get("cluster_state") == "ok")
+            finally:
+                client.close()
+        if all(states):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"cluster not ok after {timeout}s")
+        time.sleep(0.1)
+
+
+@pytest.fixture(params=["single", "cluster"])
+async def store_redis(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Any]:
+    """A client for the selection store: the run's single Redis, or the cluster."""
+    if request.param == "cluster":
+        ports = request.getfixturevalue("redis_cluster_ports")
+        client: Any = RedisCluster(
+            host="127.0.0.1", port=ports[0], decode_responses=True, max_connections=512
+        )
+        await client.initialize()
+    else:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True, max_connections=512)
+    yield client
+    await client.aclose()
+
+
+def new_owner() -> int:
+    return random.SystemRandom().randrange(100_000_000, 1_000_000_000)
+
+
+async def forget_owner(redis_url: str, owner: int) -> None:
+    """Delete one owner's keys from the shared Redis (never FLUSHALL: others use it)."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{owner_prefix(owner)}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def owner(redis_url: str) -> AsyncIterator[int]:
+    """A data owner of this test alone: tests share one Redis and never collide."""
+    owner = new_owner()
+    yield owner
+    await forget_owner(redis_url, owner)
+
+
+other_owner = owner  # a second, distinct data owner for tests of the wall between owners
+
+
+# Reading every lock of one owner in one atomic step, to check rule 4 from Redis itself.
+SCAN_OWNER = """
+local prefix = ARGV[1]
+local customers, users = {}, {}
+for _, key in ipairs(redis.call('KEYS', prefix .. '*')) do
+  if string.find(key, prefix .. 'cust:', 1, true) == 1 then
+    local h = redis.call('HMGET', key, 'user', 'token')
+    table.insert(customers, {string.sub(key, #prefix + 6), h[1] or '', h[2] or ''})
+  elseif string.find(key, prefix .. 'user:', 1, true) == 1 then
+    table.insert(users, {string.sub(key, #prefix + 6), redis.call('GET', key)})
+  end
+end
+return {customers, users, redis.call('HGETALL', KEYS[1])}
+"""
+
+
+@dataclass(frozen=True)
+class OwnerLocks:
+    customers: dict[int, tuple[int, int]]  # customer id -> (user id, token)
+    users: dict[int, int]  # user id -> customer id
+    live: dict[int, dict[str, Any]]  # customer id -> live row
+
+    def assert_rule_4(self) -> None:
+        """No customer held twice, no user holding two, and all three views agree."""
+        holders = [user for user, _token in self.customers.values()]
+        assert len(holders) == len(set(holders)), f"a user holds two customers: {self.customers}"
+        held = list(self.users.values())
+        assert len(held) == len(set(held)), f"a customer is held twice: {self.users}"
+        assert {u: c for c, (u, _t) in self.customers.items()} == self.users
+        assert set(self.live) == set(self.customers)
+        for customer_id, row in self.live.items():
+            assert row["customer_id"] == customer_id
+            assert (row["user_id"], row["token"]) == self.customers[customer_id]
+
+
+async def scan_owner(client: Any, owner: int) -> OwnerLocks:
+    reply = await client.eval(SCAN_OWNER, 1, live_key(owner), owner_prefix(owner))
+    customers_raw, users_raw, live_raw = reply
+    if isinstance(live_raw, dict):  # RESP3 / some clients answer HGETALL as a map
+        live_pairs = list(live_raw.items())
+    else:
+        live_pairs = list(zip(live_raw[::2], live_raw[1::2], strict=True))
+    return OwnerLocks(
+        customers={int(c): (int(u), int(t)) for c, u, t in customers_raw},
+        users={int(u): int(c) for u, c in users_raw},
+        live={int(c): json.loads(row) for c, row in live_pairs},
+    )
+
+
+@pytest.fixture
+def locks_of() -> Callable[[Any, int], Awaitable[OwnerLocks]]:
+    """Read an owner's locks, customer keys, user keys and live rows, in one atomic scan."""
+    return scan_owner

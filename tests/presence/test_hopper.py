@@ -1,0 +1,148 @@
+"""Rules 10-12: the hopper hands out the next right customer, never to two agents."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from domain.model import WorkMode
+from presence.keys import HopperKey
+from presence.selections import SelectionStore, UserHasSelection
+
+T0 = 1_700_000_000_000
+HOPPER = HopperKey.of(assignment_id=11, segment_ids=[21, 22])
+
+
+@pytest.fixture
+async def store(store_redis: Any, owner: int) -> SelectionStore:
+    store = SelectionStore(store_redis, clock=lambda: T0)
+    await store.mark_ready(owner)
+    return store
+
+
+async def test_rule_10_claim_hands_out_in_refill_order(store: SelectionStore, owner: int) -> None:
+    refilled = await store.refill(owner, HOPPER, [(30, 21), (10, 22), 20])
+    assert (refilled.added, refilled.length) == (3, 3)
+    assert await store.hopper_ids(owner, HOPPER) == [30, 10, 20]
+    claim = await store.claim_next(owner, 1, HOPPER, now=T0 + 3)
+    selection = claim.selection
+    assert selection is not None
+    assert (selection.customer_id, selection.assignment_id, selection.segment_id) == (30, 11, 21)
+    assert (selection.mode, selection.since, claim.remaining) == (WorkMode.LIST, T0 + 3, 2)
+    assert await store.current(owner, 1) == selection
+    second = (await store.claim_next(owner, 2, HOPPER)).selection
+    assert second is not None and (second.customer_id, second.segment_id) == (10, 22)
+    third = (await store.claim_next(owner, 3, HOPPER)).selection
+    assert third is not None and (third.customer_id, third.segment_id) == (20, None)
+
+
+async def test_rule_10_refill_appends_after_waiting_candidates(
+    store: SelectionStore, owner: int
+) -> None:
+    await store.refill(owner, HOPPER, [5, 6])
+    refilled = await store.refill(owner, HOPPER, [7, 5, 4, 6])
+    assert (refilled.added, refilled.length) == (2, 4)
+    assert await store.hopper_ids(owner, HOPPER) == [5, 6, 7, 4]
+
+
+async def test_rule_12_claim_skips_and_drops_held_customers(
+    store: SelectionStore, owner: int
+) -> None:
+    await store.refill(owner, HOPPER, [1, 2, 3])
+    await store.select(owner, 50, 1)
+    await store.select(owner, 51, 2)
+    claim = await store.claim_next(owner, 9, HOPPER)
+    assert claim.selection is not None and claim.selection.customer_id == 3
+    assert (claim.skipped, claim.remaining) == (2, 0)
+    assert await store.hopper_ids(owner, HOPPER) == []
+
+
+async def test_rule_12_refill_skips_held_customers(store: SelectionStore, owner: int) -> None:
+    await store.select(owner, 50, 1)
+    refilled = await store.refill(owner, HOPPER, [1, 2])
+    assert (refilled.added, refilled.length) == (1, 1)
+    assert await store.hopper_ids(owner, HOPPER) == [2]
+
+
+async def test_rule_12_released_customer_goes_back_into_play(
+    store: SelectionStore, owner: int
+) -> None:
+    await store.refill(owner, HOPPER, [1])
+    claim = await store.claim_next(owner, 9, HOPPER)
+    assert claim.selection is not None
+    assert (await store.refill(owner, HOPPER, [1])).added == 0  # held: stays out
+    await store.release(owner, 1, 9, token=claim.selection.token)
+    assert (await store.refill(owner, HOPPER, [1])).added == 1
+    again = await store.claim_next(owner, 10, HOPPER)
+    assert again.selection is not None and again.selection.customer_id == 1
+    assert again.selection.token > claim.selection.token
+
+
+async def test_empty_hopper_answers_none_and_its_length(store: SelectionStore, owner: int) -> None:
+    claim = await store.claim_next(owner, 1, HOPPER)
+    assert claim.selection is None and claim.remaining == 0 and claim.needs_refill(0)
+    await store.refill(owner, HOPPER, range(1, 11))
+    claim = await store.claim_next(owner, 1, HOPPER)
+    assert claim.remaining == 9 and not claim.needs_refill(5)
+
+
+async def test_claim_scan_limit_bounds_one_call(store: SelectionStore, owner: int) -> None:
+    await store.refill(owner, HOPPER, [1, 2, 3, 4])
+    for user_id, customer_id in [(50, 1), (51, 2), (52, 3)]:
+        await store.select(owner, user_id, customer_id)
+    claim = await store.claim_next(owner, 9, HOPPER, scan_limit=2)
+    assert (claim.selection, claim.remaining, claim.skipped) == (None, 2, 2)
+    claim = await store.claim_next(owner, 9, HOPPER, scan_limit=2)
+    assert claim.selection is not None and claim.selection.customer_id == 4
+
+
+async def test_rule_04_claim_refuses_user_with_selection(store: SelectionStore, owner: int) -> None:
+    await store.refill(owner, HOPPER, [1, 2])
+    await store.select(owner, 9, 77)
+    with pytest.raises(UserHasSelection) as refused:
+        await store.claim_next(owner, 9, HOPPER)
+    assert refused.value.customer_id == 77
+    assert await store.hopper_length(owner, HOPPER) == 2  # nothing popped
+
+
+async def test_rule_12_claim_never_hands_out_twice(
+    store: SelectionStore, owner: int, locks_of
+) -> None:
+    customers = list(range(1, 41))
+    users = list(range(1000, 1100))  # more agents than customers
+
+    async def agent(user_id: int) -> int | None:
+        for _ in range(20):
+            claim = await store.claim_next(owner, user_id, HOPPER)
+            if claim.selection is not None:
+                return claim.selection.customer_id
+            if (await store.refill(owner, HOPPER, customers)).length == 0:
+                return None
+        return None
+
+    claimed = [c for c in await asyncio.gather(*(agent(u) for u in users)) if c is not None]
+    assert sorted(claimed) == customers
+    locks = await locks_of(store.redis, owner)
+    locks.assert_rule_4()
+    assert len(locks.customers) == len(customers)
+
+
+async def test_rule_12_concurrent_refills_never_queue_a_customer_twice(
+    store: SelectionStore, owner: int
+) -> None:
+    lists = [list(range(start, start + 200)) for start in range(0, 1000, 50)]
+    results = await asyncio.gather(*(store.refill(owner, HOPPER, ids) for ids in lists))
+    queued = await store.hopper_ids(owner, HOPPER)
+    assert len(queued) == len(set(queued)) == 1150
+    assert sum(r.added for r in results) == 1150
+
+
+async def test_hopper_clear_forgets_candidates(store: SelectionStore, owner: int) -> None:
+    await store.refill(owner, HOPPER, [(1, 21)])
+    await store.hopper_clear(owner, HOPPER)
+    assert await store.hopper_length(owner, HOPPER) == 0
+    await store.refill(owner, HOPPER, [1])
+    claim = await store.claim_next(owner, 1, HOPPER)
+    assert claim.selection is not None and claim.selection.segment_id is None
