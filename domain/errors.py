@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -43,3 +44,45 @@ class FlowError(Invalid):
 
 class WatertightError(Forbidden):
     """Rule 1: a customer never crosses a data owner, a CRM or the B2B/B2C wall."""
+
+
+# Selections (rules 4-8): raised by the Redis store and by the database fence alike.
+
+
+def _iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+class AlreadySelected(DomainError):
+    """Rule 4/6: someone else holds the customer; says by whom and since when."""
+
+    code = "already_selected"
+
+    def __init__(self, customer_id: int, held_by: int, since: int) -> None:
+        super().__init__(
+            "The customer is selected by another user.", held_by=str(held_by), since=_iso_ms(since)
+        )
+        self.customer_id = customer_id
+        self.held_by = held_by
+        self.since = since
+
+
+class UserHasSelection(DomainError):
+    """Rule 4: the user already holds another customer."""
+
+    code = "user_has_selection"
+
+    def __init__(self, customer_id: int) -> None:
+        super().__init__("You already have a customer selected.", customer_id=str(customer_id))
+        self.customer_id = customer_id
+
+
+class SelectionLost(DomainError):
+    """Rule 8: the token is no longer the live one (released or replaced)."""
+
+    code = "selection_lost"
+
+    def __init__(self, customer_id: int, held_by: int | None = None) -> None:
+        super().__init__("Your selection of this customer has ended.", customer_id=str(customer_id))
+        self.customer_id = customer_id
+        self.held_by = held_by

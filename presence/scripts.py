@@ -20,6 +20,7 @@ SCRIPT_NAMES = (
     "release",
     "release_user",
     "current",
+    "holder",
     "rebuild",
 )
 
@@ -40,6 +41,7 @@ class Scripts:
     release: AsyncScript
     release_user: AsyncScript
     current: AsyncScript
+    holder: AsyncScript
     rebuild: AsyncScript
 
     @classmethod

@@ -20,7 +20,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from domain.errors import DomainError, Forbidden
+from domain.errors import AlreadySelected, Forbidden, SelectionLost, UserHasSelection
 from domain.model import WorkMode
 from presence.keys import (
     HopperKey,
@@ -32,6 +32,21 @@ from presence.keys import (
     user_key,
 )
 from presence.scripts import Scripts
+
+__all__ = [
+    "AlreadySelected",
+    "Claim",
+    "Holder",
+    "NotHolder",
+    "Rebuilt",
+    "Refilled",
+    "Released",
+    "Selection",
+    "SelectionLost",
+    "SelectionStore",
+    "StoreNotReady",
+    "UserHasSelection",
+]
 
 REFILL_BATCH = 1000
 """Candidates per refill script call: keeps each call short on a busy Redis."""
@@ -46,41 +61,6 @@ def iso(ms: int) -> str:
 
 
 # Errors -------------------------------------------------------------------------------------
-
-
-class AlreadySelected(DomainError):
-    """Rule 4/6: someone else holds the customer; says by whom and since when."""
-
-    code = "already_selected"
-
-    def __init__(self, customer_id: int, held_by: int, since: int) -> None:
-        super().__init__(
-            "The customer is selected by another user.", held_by=str(held_by), since=iso(since)
-        )
-        self.customer_id = customer_id
-        self.held_by = held_by
-        self.since = since
-
-
-class UserHasSelection(DomainError):
-    """Rule 4: the user already holds another customer."""
-
-    code = "user_has_selection"
-
-    def __init__(self, customer_id: int) -> None:
-        super().__init__("You already have a customer selected.", customer_id=str(customer_id))
-        self.customer_id = customer_id
-
-
-class SelectionLost(DomainError):
-    """Rule 8: the token is no longer the live one (released or replaced)."""
-
-    code = "selection_lost"
-
-    def __init__(self, customer_id: int, held_by: int | None = None) -> None:
-        super().__init__("Your selection of this customer has ended.", customer_id=str(customer_id))
-        self.customer_id = customer_id
-        self.held_by = held_by
 
 
 class NotHolder(Forbidden):
@@ -401,7 +381,7 @@ class SelectionStore:
         reply = await self._run(
             owner,
             self.scripts.release,
-            [customer_key(owner, customer_id), live_key(owner)],
+            [customer_key(owner, customer_id), live_key(owner), ready_key(owner)],
             [
                 owner_prefix(owner),
                 int(customer_id),
@@ -433,7 +413,7 @@ class SelectionStore:
         reply = await self._run(
             owner,
             self.scripts.release_user,
-            [user_key(owner, user_id), live_key(owner)],
+            [user_key(owner, user_id), live_key(owner), ready_key(owner)],
             [owner_prefix(owner), int(user_id)],
         )
         if _text(reply[0]) == "NONE":
@@ -454,13 +434,22 @@ class SelectionStore:
     async def current(self, owner: int, user_id: int) -> Selection | None:
         """The selection the user holds (rule 9: where a reconnecting agent goes back to)."""
         raw = await self._run(
-            owner, self.scripts.current, [user_key(owner, user_id), live_key(owner)], []
+            owner,
+            self.scripts.current,
+            [user_key(owner, user_id), live_key(owner), ready_key(owner)],
+            [],
         )
         return None if raw is None else _selection_from_row(owner, raw)
 
     async def holder(self, owner: int, customer_id: int) -> Selection | None:
-        """Who holds the customer and since when (rule 6), or None."""
-        raw = await self.redis.hget(live_key(owner), str(int(customer_id)))
+        """Who holds the customer and since when (rule 6), or None. Raises StoreNotReady when
+        the owner's locks are not loaded: "nobody" from an emptied Redis would be a lie."""
+        raw = await self._run(
+            owner,
+            self.scripts.holder,
+            [ready_key(owner), live_key(owner)],
+            [int(customer_id)],
+        )
         return None if raw is None else _selection_from_row(owner, raw)
 
     async def selected_among(self, owner: int, customer_ids: Iterable[int]) -> dict[int, int]:

@@ -60,10 +60,14 @@ def utcnow() -> datetime:
 
 
 async def create_data_owner(
-    conn: AsyncConnection, name: str, timezone: str = "Europe/Oslo"
+    conn: AsyncConnection, name: str, timezone: str = "Europe/Oslo", *, id: int | None = None
 ) -> DataOwner:
+    """A data owner; `id` picks its id (tests and benches sharing one Redis pick unique ones)."""
+    values: dict[str, Any] = {"name": name, "timezone": timezone}
+    if id is not None:
+        values["id"] = id
     result = await conn.execute(
-        insert(t.data_owners).values(name=name, timezone=timezone).returning(t.data_owners.c.id)
+        insert(t.data_owners).values(**values).returning(t.data_owners.c.id)
     )
     return DataOwner(id=result.scalar_one(), name=name, timezone=timezone)
 

@@ -1,0 +1,225 @@
+"""The hopper: the next right customers of one list, read from the database into Redis.
+
+``candidate_query`` is rules 10, 11 and 13 in SQL (SQLAlchemy Core, the same on PostgreSQL and
+SQLite); it orders exactly as ``domain.listing.list_order`` and admits exactly what
+``domain.listing.is_listable`` admits, and a property test holds the two together. ``Hopper``
+refills a hopper in batches before it runs dry, one refill per hopper at a time across every
+process (a short Redis lock in the owner's hash tag), so many agents never hammer the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain.db import tables as t
+from domain.db.repositories import utcnow
+from domain.flows import AVAILABLE
+from domain.listing import INFO_PREFIX
+from domain.model import Assignment, Crm, FieldType
+from presence.keys import HopperKey, owner_prefix
+from presence.selections import Refilled, SelectionStore
+
+c = t.customers.c
+
+REFILL_BATCH = 1000
+LOW_WATER = 200
+"""Refill when a claim leaves this many candidates or fewer: the hopper never runs dry under
+load, and a refill (one indexed query) is rare."""
+
+LOCK_MS = 5000
+
+# Deletes the refill lock only when it is still ours (it may have expired and been retaken).
+UNLOCK = """
+-- unlock: KEYS[1] the refill lock, ARGV[1] our random value. Returns 1 when deleted.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def _due(now: datetime) -> ColumnElement[bool]:
+    return and_(c.shared_follow_up_at.isnot(None), c.shared_follow_up_at <= now)
+
+
+def listable(assignment: Assignment, now: datetime) -> ColumnElement[bool]:
+    """domain.listing.is_listable in SQL, for an unselected customer of the assignment."""
+    setup = assignment.setup
+    rest: list[ColumnElement[bool]] = [c.shared_follow_up_at.is_(None)]
+    if setup.max_attempts is not None:
+        rest.append(c.attempts < setup.max_attempts)
+    rest.append(or_(c.last_attempt_at.is_(None), c.last_attempt_at <= now - setup.retry_delay))
+    # Rule 11: a due shared follow-up bypasses max attempts and retry delay; a future one
+    # holds the customer back.
+    return and_(c.status == AVAILABLE, or_(_due(now), and_(*rest)))
+
+
+def in_list(
+    assignment: Assignment, segment_ids: Collection[int] | None, now: datetime
+) -> ColumnElement[bool]:
+    """Rule 10: an unselected, listable customer of this list (assignment, segment set)."""
+    conditions = [
+        c.assignment_id == assignment.id,
+        c.holder_user_id.is_(None),
+        listable(assignment, now),
+    ]
+    if segment_ids:
+        conditions.append(c.segment_id.in_(sorted(segment_ids)))
+    return and_(*conditions)
+
+
+def _sort_value(field: str, crm: Crm | None, dialect: str) -> ColumnElement[Any]:
+    text_collation = "C" if dialect == "postgresql" else "BINARY"  # code point order, as Python
+    if field == "segment_priority":
+        return func.coalesce(t.segments.c.priority, 0)
+    if field == "external_id":
+        return c.external_id.collate(text_collation)
+    if field.startswith(INFO_PREFIX):
+        key = field[len(INFO_PREFIX) :]
+        info_field = crm.info_field(key) if crm is not None else None
+        kind = info_field.type if info_field is not None else FieldType.TEXT
+        value = c.info[key]
+        if kind is FieldType.NUMBER:
+            return value.as_float()
+        if kind is FieldType.BOOL:
+            return value.as_boolean()
+        return value.as_string().collate(text_collation)  # text, and ISO dates
+    return c[field]
+
+
+def candidate_query(
+    assignment: Assignment,
+    crm: Crm | None,
+    now: datetime,
+    *,
+    segment_ids: Collection[int] | None = None,
+    limit: int = REFILL_BATCH,
+    dialect: str = "postgresql",
+) -> Select[Any]:
+    """(customer id, segment id) of the list's next right customers, in hand-out order."""
+    order: list[Any] = [
+        case((_due(now), 0), else_=1),
+        c.shared_follow_up_at,  # earliest due first; NULL for every customer not due
+    ]
+    for key in assignment.setup.sort_keys:
+        value = _sort_value(key.field, crm, dialect)
+        # A missing value is the smallest: first ascending, last descending (list_order).
+        missing_first = case((value.is_(None), 0), else_=1)
+        if key.descending:
+            order += [missing_first.desc(), value.desc()]
+        else:
+            order += [missing_first, value]
+    order.append(c.id)
+    query = select(c.id, c.segment_id).where(in_list(assignment, segment_ids, now))
+    if any(k.field == "segment_priority" for k in assignment.setup.sort_keys):
+        query = query.select_from(
+            t.customers.outerjoin(t.segments, t.segments.c.id == c.segment_id)
+        )
+    return query.order_by(*order).limit(limit)
+
+
+async def candidates(
+    conn: AsyncConnection,
+    assignment: Assignment,
+    crm: Crm | None,
+    now: datetime,
+    *,
+    segment_ids: Collection[int] | None = None,
+    limit: int = REFILL_BATCH,
+) -> list[tuple[int, int | None]]:
+    query = candidate_query(
+        assignment, crm, now, segment_ids=segment_ids, limit=limit, dialect=conn.dialect.name
+    )
+    return [(r[0], r[1]) for r in await conn.execute(query)]
+
+
+def lock_key(owner: int, hopper: HopperKey) -> str:
+    """String: who refills this hopper now (random value), expiring by itself after LOCK_MS."""
+    return f"{owner_prefix(owner)}hoplock:{hopper.assignment_id}:{hopper.segment_set}"
+
+
+@dataclass(frozen=True)
+class RefillResult:
+    refilled: Refilled | None
+    """None: another process held the lock (it is refilling this hopper right now)."""
+    found: int = 0
+    ms: float = 0.0
+
+
+class Hopper:
+    """Refills hoppers from the database, one refill per hopper at a time across processes."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        store: SelectionStore,
+        *,
+        batch: int = REFILL_BATCH,
+        low_water: int = LOW_WATER,
+        lock_ms: int = LOCK_MS,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.batch = batch
+        self.low_water = low_water
+        self.lock_ms = lock_ms
+        self._unlock = store.redis.register_script(UNLOCK)
+        self._background: dict[tuple[int, HopperKey], asyncio.Task[RefillResult]] = {}
+
+    async def refill(
+        self, owner: int, assignment: Assignment, crm: Crm | None, hopper: HopperKey
+    ) -> RefillResult:
+        """Append the next batch of candidates, unless another process is doing it now."""
+        key = lock_key(owner, hopper)
+        me = secrets.token_hex(8)
+        if not await self.store.redis.set(key, me, nx=True, px=self.lock_ms):
+            return RefillResult(None)
+        try:
+            started = time.perf_counter()
+            queued = await self.store.hopper_length(owner, hopper)
+            async with self.engine.connect() as conn:
+                found = await candidates(
+                    conn,
+                    assignment,
+                    crm,
+                    utcnow(),
+                    segment_ids=hopper.segment_ids,
+                    limit=self.batch + queued,  # the queued ones come back first: skipped
+                )
+            refilled = await self.store.refill(owner, hopper, found)
+            return RefillResult(refilled, len(found), (time.perf_counter() - started) * 1000)
+        finally:
+            await self._unlock(keys=[key], args=[me])
+
+    def refill_soon(
+        self, owner: int, assignment: Assignment, crm: Crm | None, hopper: HopperKey
+    ) -> None:
+        """Start a refill in the background (at most one per hopper in this process)."""
+        slot = (owner, hopper)
+        running = self._background.get(slot)
+        if running is not None and not running.done():
+            return
+        task = asyncio.create_task(self.refill(owner, assignment, crm, hopper))
+        task.add_done_callback(_quiet)
+        self._background[slot] = task
+
+    async def drain(self) -> None:
+        """Wait for background refills (shutdown, tests)."""
+        tasks = [task for task in self._background.values() if not task.done()]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _quiet(task: asyncio.Task[Any]) -> None:
+    # A failed background refill is retried by the next claim that finds the hopper low.
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,111 @@
+"""Next right customer (rules 7, 10-12): claim from the hopper, record it, refill on the way.
+
+A claim pops the first free candidate in Redis, then records it in the database with a
+conditional UPDATE: the row must still be an unselected, listable customer of the list. A
+candidate worked meanwhile (a stale hopper entry) is released again and the next one claimed.
+Every loop here is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Collection
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dialer.hopper import Hopper, in_list
+from domain.db import repositories as repo
+from domain.errors import NotFound
+from domain.model import Assignment, Crm, WorkMode
+from presence.keys import HopperKey
+from presence.selections import Selection, StoreNotReady
+from presence.service import SelectionService
+
+MAX_TRIES = 50
+"""Claims, refills and waits for another process's refill, per hand-out: bounded."""
+
+LOCK_WAIT_S = 0.01
+
+
+class NextCustomer:
+    """Hands out the next right customer of a list, recorded in the database."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        selections: SelectionService,
+        hopper: Hopper | None = None,
+        *,
+        max_tries: int = MAX_TRIES,
+    ) -> None:
+        self.engine = engine
+        self.selections = selections
+        self.store = selections.store
+        self.hopper = hopper or Hopper(engine, selections.store)
+        self.max_tries = max_tries
+        self._lists: dict[tuple[int, int], tuple[Assignment, Crm | None]] = {}
+
+    async def list_of(self, owner: int, assignment_id: int) -> tuple[Assignment, Crm | None]:
+        """The assignment (setup, segments) and its CRM, read once per process."""
+        cached = self._lists.get((owner, assignment_id))
+        if cached is None:
+            async with self.engine.connect() as conn:
+                assignment = await repo.get_assignment(conn, assignment_id, data_owner_id=owner)
+                if assignment is None:
+                    raise NotFound("no such assignment")  # rule 3: also another owner's
+                crm = await repo.get_crm(conn, assignment.crm_id, data_owner_id=owner)
+            cached = self._lists[(owner, assignment_id)] = (assignment, crm)
+        return cached
+
+    def forget(self, owner: int, assignment_id: int) -> None:
+        """The setup changed: read it again on the next claim."""
+        self._lists.pop((owner, assignment_id), None)
+
+    async def next(
+        self,
+        owner: int,
+        user_id: int,
+        assignment_id: int,
+        segment_ids: Collection[int] | None = None,
+    ) -> Selection | None:
+        """Rule 7 then rule 10: end what the user holds, then hand it the next right customer."""
+        await self.selections.release_user(owner, user_id)
+        return await self.claim(owner, user_id, assignment_id, segment_ids)
+
+    async def claim(
+        self,
+        owner: int,
+        user_id: int,
+        assignment_id: int,
+        segment_ids: Collection[int] | None = None,
+    ) -> Selection | None:
+        """The next right customer for a user holding nothing; None: nobody is free now."""
+        assignment, crm = await self.list_of(owner, assignment_id)
+        hopper = HopperKey.of(assignment_id, segment_ids)
+        for _ in range(self.max_tries):
+            try:
+                claim = await self.store.claim_next(owner, user_id, hopper, mode=WorkMode.LIST)
+            except StoreNotReady:
+                await self.selections.ensure_ready(owner)
+                continue
+            selection = claim.selection
+            if selection is None:
+                if claim.remaining > 0:
+                    continue  # the scan limit stopped it among held candidates: go on
+                result = await self.hopper.refill(owner, assignment, crm, hopper)
+                if result.refilled is None:
+                    # Another process is refilling this hopper: wait for it, not the database.
+                    await asyncio.sleep(LOCK_WAIT_S * (1 + random.random()))
+                elif result.refilled.length == 0:
+                    return None
+                continue
+            if claim.needs_refill(self.hopper.low_water):
+                self.hopper.refill_soon(owner, assignment, crm, hopper)
+            qualifies = in_list(assignment, hopper.segment_ids, datetime.now(UTC))
+            if await self.selections.record(selection, qualifies):
+                return selection
+            # A stale candidate (worked or selected meanwhile): let it go, take the next.
+            await self.selections.drop(selection)
+        return None

@@ -1,0 +1,301 @@
+"""The agent's work loop (rules 7, 9-18): start list work, select by hand, attempt, save, and
+where to go next, each answered with the customer screen to show (or none: back to My Work).
+
+Every write is a holder's write through the database fence (domain.db.fencing), so a screen
+whose selection ended is refused with `selection_lost` and nothing of it is applied. What a
+step selected and released is returned with it, for the realtime layer to tell supervisors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dialer.next_customer import NextCustomer
+from domain.db import fencing, screens
+from domain.db import repositories as repo
+from domain.errors import Forbidden, Invalid, NotFound, SelectionLost, UserHasSelection
+from domain.model import Assignment, AttemptKind, NextAction, User, WorkMode
+from domain.next_actions import check_next
+from presence.keys import owner_prefix
+from presence.selections import Released, Selection
+from presence.service import SelectionService, to_datetime
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Step:
+    """What a work-loop call did: the screen to show now (None: My Work), and the selections it
+    made and ended on the way (for `selected.changed`)."""
+
+    screen: dict[str, Any] | None = None
+    selected: list[Selection] = field(default_factory=list)
+    released: list[Released] = field(default_factory=list)
+
+    def reply(self) -> dict[str, Any]:
+        return {"screen": self.screen}
+
+
+@dataclass(frozen=True)
+class WorkList:
+    """The list an agent works: an assignment and a set of its segments (empty: all)."""
+
+    assignment_id: int
+    segment_ids: tuple[int, ...] = ()
+
+
+def work_list_key(owner: int, user_id: int) -> str:
+    """String: the list the user works (JSON), so "next from list" knows where to go on."""
+    return f"{owner_prefix(owner)}worklist:{int(user_id)}"
+
+
+class WorkLoop:
+    """One process's work loop over the selection service and the dialer."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        selections: SelectionService,
+        dialer: NextCustomer,
+        *,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.engine = engine
+        self.selections = selections
+        self.dialer = dialer
+        self.redis = selections.store.redis
+        self.clock = clock
+
+    # Rule 10: list work ------------------------------------------------------------------
+
+    async def start(
+        self, user: User, assignment_id: int, segment_ids: Collection[int] = ()
+    ) -> Step:
+        """work.start: the next right customer of the list, selected. A user who already holds
+        a customer of this list gets it back (rule 9); one holding another is refused."""
+        owner = user.data_owner_id
+        assignment = await self._visible_assignment(user, assignment_id)
+        segments = tuple(sorted({int(s) for s in segment_ids}))
+        known = {s.id for s in assignment.segments}
+        unknown = [s for s in segments if s not in known]
+        if unknown:
+            raise NotFound(f"no such segment in this assignment: {unknown[0]}")
+        current = await self.selections.current(owner, user.id)
+        if current is not None:
+            if current.mode is WorkMode.LIST and current.assignment_id == assignment.id:
+                await self._remember(owner, user.id, WorkList(assignment.id, segments))
+                return Step(await self._screen(user, current))
+            raise UserHasSelection(current.customer_id)
+        await self._remember(owner, user.id, WorkList(assignment.id, segments))
+        return await self._claim(user, WorkList(assignment.id, segments))
+
+    async def _claim(self, user: User, work: WorkList, step: Step | None = None) -> Step:
+        step = step or Step()
+        selection = await self.dialer.claim(
+            user.data_owner_id, user.id, work.assignment_id, work.segment_ids or None
+        )
+        if selection is not None:
+            step.selected.append(selection)
+            step.screen = await self._screen(user, selection)
+        return step
+
+    # Rules 4, 6, 9: manual selection -------------------------------------------------------
+
+    async def select(self, user: User, customer_id: int) -> Step:
+        """customer.select: select a customer by hand (from customer details)."""
+        owner = user.data_owner_id
+        async with self.engine.connect() as conn:
+            customer = await repo.get_customer(conn, owner, customer_id)
+            if customer is None:
+                raise NotFound("no such customer")  # also another data owner's (rule 3)
+            visible = await self._visible_ids(conn, user)
+        if customer.assignment_id is None or customer.assignment_id not in visible:
+            raise Forbidden("the customer is in an assignment you do not work on")
+        selection = await self.selections.select(owner, user.id, customer_id)
+        step = Step()
+        if not selection.resumed:
+            step.selected.append(selection)
+        step.screen = await self._screen(user, selection)
+        return step
+
+    # Rules 13, 14, 17: attempts ------------------------------------------------------------
+
+    async def attempt(
+        self,
+        user: User,
+        customer_id: int,
+        token: int,
+        kind: AttemptKind,
+        *,
+        at: datetime | None = None,
+        next_action: NextAction | None = None,
+    ) -> Step:
+        """customer.attempt: `no_answer`, or `call_back_later` at a time; then go next."""
+        if kind is AttemptKind.NO_ANSWER and at is not None:
+            raise Invalid("no follow-up time can be given with no_answer")
+        if kind is AttemptKind.CALL_BACK_LATER and at is None:
+            raise Invalid("call_back_later needs a time (at)")
+        selection = await self._held(user, customer_id, token)
+        choice = check_next(selection.mode, next_action)
+        async with self.engine.begin() as conn:
+            await fencing.record_attempt(
+                conn,
+                fencing.Holding(customer_id, user.id, token),
+                kind,
+                self.clock(),
+                call_back_at=at,
+            )
+        return await self._go_next(user, selection, choice)
+
+    # Rules 15, 17, 18: outcomes ------------------------------------------------------------
+
+    async def save(
+        self,
+        user: User,
+        customer_id: int,
+        token: int,
+        outcome_id: str,
+        details: Mapping[str, Any],
+        *,
+        follow_up_at: datetime | None = None,
+        next_action: NextAction | None = None,
+    ) -> Step:
+        """customer.save: the outcome with its details (and follow-up); then go next."""
+        selection = await self._held(user, customer_id, token)
+        choice = check_next(selection.mode, next_action)
+        async with self.engine.begin() as conn:
+            await fencing.record_outcome(
+                conn,
+                fencing.Holding(customer_id, user.id, token),
+                outcome_id,
+                details,
+                self.clock(),
+                follow_up_at=follow_up_at,
+            )
+        return await self._go_next(user, selection, choice)
+
+    async def edit(
+        self, user: User, customer_id: int, token: int, values: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """customer.edit: the holder changes CRM info fields (rule 5). Returns the new info."""
+        await self._held(user, customer_id, token)
+        async with self.engine.begin() as conn:
+            return await fencing.edit_info_fields(
+                conn, fencing.Holding(customer_id, user.id, token), values, self.clock()
+            )
+
+    # Rule 7: stop --------------------------------------------------------------------------
+
+    async def stop(self, user: User) -> Step:
+        """work.stop: release what the user holds and leave list work."""
+        step = Step()
+        released = await self.selections.release_user(user.data_owner_id, user.id)
+        if released is not None:
+            step.released.append(released)
+        await self._forget(user.data_owner_id, user.id)
+        return step
+
+    async def resume(self, user: User) -> Step:
+        """Rule 9: the screen of what the user still holds (after a reload or reconnect)."""
+        current = await self.selections.current(user.data_owner_id, user.id)
+        return Step(None if current is None else await self._screen(user, current))
+
+    async def my_work(self, user: User) -> dict[str, Any]:
+        """Rule 16: My Work for the user."""
+        async with self.engine.connect() as conn:
+            owner = await repo.get_data_owner(conn, user.data_owner_id)
+            visible = await repo.visible_assignments(conn, user)
+            view = await screens.my_work_view(
+                conn,
+                user,
+                visible,
+                owner.timezone if owner else "Europe/Oslo",
+                self.clock(),
+            )
+        for row in view["lists"]:
+            row["id"] = str(row["id"])
+            row["segments"] = [{"id": str(s["id"]), "name": s["name"]} for s in row["segments"]]
+        return view
+
+    # Helpers ----------------------------------------------------------------------------------
+
+    async def _go_next(self, user: User, selection: Selection, choice: NextAction) -> Step:
+        """Rule 17 after a write that passed the fence."""
+        owner = user.data_owner_id
+        if choice is NextAction.CONTINUE:
+            return Step(await self._screen(user, selection))
+        step = Step()
+        released = await self.selections.release(
+            owner, selection.customer_id, user.id, token=selection.token
+        )
+        if released is not None:
+            step.released.append(released)
+        if choice is NextAction.MY_WORK:
+            await self._forget(owner, user.id)  # ends list work (and predictive dialing)
+            return step
+        work = await self._work_list(owner, user.id) or WorkList(int(selection.assignment_id or 0))
+        return await self._claim(user, work, step)
+
+    async def _held(self, user: User, customer_id: int, token: int) -> Selection:
+        """The user's live selection of this customer with this token, or selection_lost."""
+        current = await self.selections.current(user.data_owner_id, user.id)
+        if current is None or current.customer_id != customer_id or current.token != token:
+            raise SelectionLost(customer_id, None if current is None else current.user_id)
+        return current
+
+    async def _screen(self, user: User, selection: Selection) -> dict[str, Any]:
+        async with self.engine.connect() as conn:
+            customer = await repo.get_customer(conn, user.data_owner_id, selection.customer_id)
+            if customer is None or customer.assignment_id is None:
+                raise NotFound("no such customer")
+            assignment, _crm = await self.dialer.list_of(user.data_owner_id, customer.assignment_id)
+            visible = await self._visible_ids(conn, user)
+            return await screens.customer_screen(
+                conn,
+                user,
+                customer,
+                assignment,
+                token=selection.token,
+                mode=selection.mode,
+                since=to_datetime(selection.since),
+                visible_assignment_ids=visible,
+                now=self.clock(),
+            )
+
+    async def _visible_ids(self, conn: Any, user: User) -> set[int]:
+        return {int(a["id"]) for a in await repo.visible_assignments(conn, user)}
+
+    async def _visible_assignment(self, user: User, assignment_id: int) -> Assignment:
+        async with self.engine.connect() as conn:
+            if assignment_id not in await self._visible_ids(conn, user):
+                raise NotFound("no such assignment")  # rule 3: also another owner's
+        assignment, _crm = await self.dialer.list_of(user.data_owner_id, assignment_id)
+        return assignment
+
+    async def _remember(self, owner: int, user_id: int, work: WorkList) -> None:
+        value = {"assignment_id": work.assignment_id, "segment_ids": list(work.segment_ids)}
+        await self.redis.set(work_list_key(owner, user_id), json.dumps(value))
+
+    async def _forget(self, owner: int, user_id: int) -> None:
+        await self.redis.delete(work_list_key(owner, user_id))
+
+    async def _work_list(self, owner: int, user_id: int) -> WorkList | None:
+        raw = await self.redis.get(work_list_key(owner, user_id))
+        if raw is None:
+            return None
+        value = json.loads(raw)
+        return WorkList(int(value["assignment_id"]), tuple(value["segment_ids"]))
+
+    async def in_list_work(self, owner: int, user_id: int) -> WorkList | None:
+        """The list the user works now (predictive dialing dials only for such agents)."""
+        return await self._work_list(owner, user_id)

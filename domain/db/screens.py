@@ -1,0 +1,207 @@
+"""What an agent sees: the customer screen and My Work, read in one connection (rules 16-18).
+
+Shapes are the wire's (docs/protocol.md): ids as strings, times as ISO 8601 in UTC, so the
+realtime layer validates and sends them as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.db import repositories as repo
+from domain.db import tables as t
+from domain.errors import NotFound
+from domain.flows import AVAILABLE, Outcome, valid_outcomes
+from domain.followups import my_work, side_panel
+from domain.model import Assignment, Customer, FollowUp, HistoryEvent, User, WorkMode
+from domain.next_actions import next_options
+
+HISTORY_LIMIT = 200
+
+
+def sid(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def iso(at: datetime | None) -> str | None:
+    if at is None:
+        return None
+    return at.isoformat().replace("+00:00", "Z")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def customer_card(customer: Customer) -> dict[str, Any]:
+    return {
+        "id": str(customer.id),
+        "external_id": customer.external_id,
+        "name": customer.name,
+        "phones": list(customer.phones),
+        "email": customer.email,
+        "info": _jsonable(customer.info),
+        "attempts": customer.attempts,
+        "last_attempt_at": iso(customer.last_attempt_at),
+    }
+
+
+def outcome_row(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "id": outcome.key,
+        "name": outcome.name,
+        "to_status": outcome.to_status,
+        "follow_up": None if outcome.follow_up is None else outcome.follow_up.value,
+        "sms": outcome.sms_template is not None,
+        "details": [
+            {"key": d.key, "label": d.label, "type": d.type.value, "required": d.required}
+            for d in outcome.details
+        ],
+    }
+
+
+def follow_up_row(f: FollowUp, names: dict[int, str] | None = None) -> dict[str, Any]:
+    return {
+        "id": str(f.id),
+        "customer_id": str(f.customer_id),
+        "customer_name": (names or {}).get(f.customer_id),
+        "assignment_id": str(f.assignment_id),
+        "kind": f.kind.value,
+        "due_at": iso(f.due_at),
+        "owner_user_id": sid(f.owner_user_id),
+    }
+
+
+def history_row(event: HistoryEvent, users: dict[int, str]) -> dict[str, Any]:
+    return {
+        "kind": event.kind.value,
+        "at": iso(event.at),
+        "user_id": sid(event.user_id),
+        "user_name": users.get(event.user_id) if event.user_id is not None else None,
+        "assignment_id": sid(event.assignment_id),
+        "data": _jsonable(event.data),
+    }
+
+
+async def user_names(conn: AsyncConnection, ids: Iterable[int | None]) -> dict[int, str]:
+    wanted = sorted({i for i in ids if i is not None})
+    if not wanted:
+        return {}
+    rows = await conn.execute(select(t.users.c.id, t.users.c.name).where(t.users.c.id.in_(wanted)))
+    return {r.id: r.name for r in rows}
+
+
+async def customer_names(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, str]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    rows = await conn.execute(
+        select(t.customers.c.id, t.customers.c.name).where(t.customers.c.id.in_(wanted))
+    )
+    return {r.id: r.name for r in rows}
+
+
+async def customer_screen(
+    conn: AsyncConnection,
+    user: User,
+    customer: Customer,
+    assignment: Assignment,
+    *,
+    token: int,
+    mode: WorkMode,
+    since: datetime,
+    visible_assignment_ids: Collection[int],
+    now: datetime,
+) -> dict[str, Any]:
+    """Rule 16-18: card, status, the outcomes valid from it, next options (default first),
+    history and side panel, with the selection token every write presents (rule 8)."""
+    status = customer.status or AVAILABLE
+    history = (await repo.list_history(conn, customer.id))[-HISTORY_LIMIT:]
+    follow_ups = await repo.open_follow_ups_for_user(conn, user.id, visible_assignment_ids)
+    panel = side_panel(follow_ups, user.id, now)
+    users = await user_names(conn, [e.user_id for e in history])
+    names = await customer_names(
+        conn,
+        [f.customer_id for f in (*panel.upcoming_mine, *panel.overdue_mine, *panel.overdue_shared)],
+    )
+    statuses = {s.key: s.name for s in assignment.flow.statuses}
+    return {
+        "customer": customer_card(customer),
+        "assignment_id": str(assignment.id),
+        "assignment_name": assignment.name,
+        "segment_id": sid(customer.segment_id),
+        "status": status,
+        "status_name": statuses.get(status, status),
+        "selection_token": str(token),
+        "selected_at": iso(since),
+        "mode": mode.value,
+        "allowed_outcomes": [outcome_row(o) for o in valid_outcomes(assignment.flow, status)],
+        "attempt_kinds": ["no_answer", "call_back_later"],
+        "next_options": [a.value for a in next_options(mode)],
+        "history": [history_row(e, users) for e in reversed(history)],
+        "side_panel": {
+            "upcoming_mine": [follow_up_row(f, names) for f in panel.upcoming_mine],
+            "overdue_mine": [follow_up_row(f, names) for f in panel.overdue_mine],
+            "overdue_shared": [follow_up_row(f, names) for f in panel.overdue_shared],
+        },
+    }
+
+
+async def my_work_view(
+    conn: AsyncConnection,
+    user: User,
+    visible: list[dict[str, Any]],
+    timezone: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """Rule 16: customers I must work with today (mine / shared), overdue follow-ups, and the
+    lists with available customers to start. ``visible`` is repo.visible_assignments(user)."""
+    ids = [int(a["id"]) for a in visible]
+    follow_ups = await repo.open_follow_ups_for_user(conn, user.id, ids)
+    view = my_work(follow_ups, user.id, now, timezone)
+    names = await customer_names(conn, [f.customer_id for f in follow_ups])
+    return {
+        "today_mine": [follow_up_row(f, names) for f in view.today_mine],
+        "today_shared": [follow_up_row(f, names) for f in view.today_shared],
+        "overdue_mine": [follow_up_row(f, names) for f in view.overdue_mine],
+        "overdue_shared": [follow_up_row(f, names) for f in view.overdue_shared],
+        "lists": [a for a in visible if a.get("available", 0) > 0],
+    }
+
+
+async def customer_details(
+    conn: AsyncConnection, owner: int, customer_id: int
+) -> tuple[Customer, dict[str, Any]]:
+    """A customer's card and history for anyone who may see it (not a screen: no selection)."""
+    customer = await repo.get_customer(conn, owner, customer_id)
+    if customer is None:
+        raise NotFound("no such customer")
+    history = (await repo.list_history(conn, customer.id))[-HISTORY_LIMIT:]
+    users = await user_names(conn, [e.user_id for e in history])
+    return customer, {
+        "customer": customer_card(customer),
+        "assignment_id": sid(customer.assignment_id),
+        "segment_id": sid(customer.segment_id),
+        "status": customer.status,
+        "history": [history_row(e, users) for e in reversed(history)],
+    }
+
+
+async def count_available(conn: AsyncConnection, assignment_id: int) -> int:
+    c = t.customers.c
+    return (
+        await conn.execute(
+            select(func.count()).where(c.assignment_id == assignment_id, c.status == AVAILABLE)
+        )
+    ).scalar_one()
