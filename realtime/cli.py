@@ -1,4 +1,4 @@
-"""The `dialhub` command: serve, migrate, seed, create-user.
+"""The `dialhub` command: serve, migrate, seed, create-user, bulk, import, sms.
 
 User mistakes (a bad argument, an unknown data owner, a database that does not answer) end with
 one line on stderr and exit code 1, never a traceback.
@@ -11,8 +11,8 @@ import asyncio
 import getpass
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -83,7 +83,93 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--data-owner", required=True, metavar="NAME", help="data owner's name")
     user.add_argument("--password", help="asked for when omitted")
     user.set_defaults(command=cmd_create_user)
+
+    add_bulk_commands(commands)
     return parser
+
+
+def add_bulk_commands(commands: Any) -> None:
+    """`dialhub bulk outcome|move|preview|resume`, `dialhub import`, `dialhub sms deliver`."""
+    bulk = commands.add_parser("bulk", help="mass outcome and moves on a customer filter")
+    verbs = bulk.add_subparsers(title="bulk commands", required=True, metavar="VERB")
+
+    def common(verb: argparse.ArgumentParser, *, filtered: bool = True) -> None:
+        verb.add_argument("--as", dest="username", required=True, help="the supervisor's username")
+        if filtered:
+            verb.add_argument(
+                "--filter",
+                required=True,
+                type=_json_object,
+                metavar="JSON",
+                help='customer filter, e.g. \'{"assignment_id": 3, "statuses": ["available"]}\'',
+            )
+        verb.add_argument("--batch", type=_positive, default=1000, help="customers per batch")
+
+    outcome = verbs.add_parser("outcome", help="register one outcome on every filtered customer")
+    common(outcome)
+    outcome.add_argument("--outcome", required=True, metavar="KEY", help="the outcome's key")
+    outcome.add_argument(
+        "--detail", action="append", default=[], metavar="KEY=VALUE", help="outcome detail"
+    )
+    outcome.add_argument("--follow-up-at", metavar="ISO", help="follow-up time (with offset)")
+    outcome.set_defaults(command=cmd_bulk_outcome)
+
+    move = verbs.add_parser("move", help="move every filtered customer")
+    common(move)
+    target = move.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to-segment", type=int, metavar="ID", help="a segment of the same list")
+    target.add_argument("--to-assignment", type=int, metavar="ID", help="another assignment")
+    move.set_defaults(command=cmd_bulk_move)
+
+    preview = verbs.add_parser("preview", help="count the filtered customers and selections")
+    common(preview)
+    preview.set_defaults(command=cmd_bulk_preview)
+
+    resume = verbs.add_parser("resume", help="resume jobs whose node stopped")
+    resume.add_argument("--batch", type=_positive, default=1000, help="customers per batch")
+    resume.set_defaults(command=cmd_bulk_resume)
+
+    imp = commands.add_parser("import", help="update customer cards from an xlsx or csv file")
+    imp.add_argument("file", metavar="FILE")
+    imp.add_argument("--as", dest="username", required=True, help="the administrator's username")
+    imp.add_argument("--crm", type=int, required=True, metavar="ID", help="the CRM to update")
+    imp.add_argument(
+        "--map",
+        action="append",
+        required=True,
+        metavar="COLUMN=FIELD",
+        help="column onto external_id or an info field (repeat)",
+    )
+    imp.add_argument("--batch", type=_positive, default=1000, help="rows per batch")
+    imp.add_argument("--report", metavar="CSV", help="write the report per row to this file")
+    imp.set_defaults(command=cmd_import)
+
+    sms = commands.add_parser("sms", help="send the SMS waiting in the outbox")
+    sms_verbs = sms.add_subparsers(title="sms commands", required=True, metavar="VERB")
+    deliver = sms_verbs.add_parser("deliver", help="send every due SMS once")
+    deliver.add_argument("--file", metavar="PATH", help="append to this file (default: console)")
+    deliver.add_argument("--gateway", metavar="URL", help="post to this HTTP SMS gateway")
+    deliver.add_argument("--token", help="the gateway's bearer token")
+    deliver.set_defaults(command=cmd_sms_deliver)
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
 
 
 def _non_negative(text: str) -> int:
@@ -164,6 +250,221 @@ def cmd_create_user(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# -- bulk work ----------------------------------------------------------------------------------
+
+
+def cmd_bulk_outcome(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import datetime
+
+    from domain.db import bulk
+
+    details = dict(_key_value(d, "--detail") for d in args.detail)
+    follow_up_at = None
+    if args.follow_up_at:
+        try:
+            follow_up_at = datetime.fromisoformat(args.follow_up_at)
+        except ValueError:
+            raise CliError(f"--follow-up-at: not an ISO time: {args.follow_up_at!r}") from None
+
+    async def create(conn: AsyncConnection, user: Any) -> Any:
+        return await bulk.create_mass_outcome_job(
+            conn, user, args.filter, args.outcome, details, _now(), follow_up_at=follow_up_at
+        )
+
+    return run_bulk_with_progress(settings, args, create)
+
+
+def cmd_bulk_move(args: argparse.Namespace, settings: Settings) -> int:
+    from domain.db import bulk
+
+    async def create(conn: AsyncConnection, user: Any) -> Any:
+        return await bulk.create_move_job(
+            conn,
+            user,
+            args.filter,
+            _now(),
+            to_segment_id=args.to_segment,
+            to_assignment_id=args.to_assignment,
+        )
+
+    return run_bulk_with_progress(settings, args, create)
+
+
+def cmd_bulk_preview(args: argparse.Namespace, settings: Settings) -> int:
+    from domain.db import bulk
+
+    async def run(engine: AsyncEngine) -> Any:
+        async with selection_probe(settings) as probe, engine.connect() as conn:
+            user = await user_named(conn, args.username)
+            return await bulk.preview(conn, user, args.filter, probe)
+
+    seen = with_engine(settings, run, require_schema=True)
+    statuses = ", ".join(f"{k}: {v}" for k, v in seen.statuses.items()) or "none"
+    print(f"{seen.matched} customers match ({statuses}); {seen.selected} selected right now")
+    print(f"outcomes that can be registered on all: {', '.join(seen.outcome_options) or 'none'}")
+    return 0
+
+
+def cmd_bulk_resume(args: argparse.Namespace, settings: Settings) -> int:
+    from domain.db import bulk
+
+    async def run(engine: AsyncEngine) -> Any:
+        async with selection_probe(settings) as probe:
+            return await bulk.resume_bulk_jobs(engine, selections=probe, batch_size=args.batch)
+
+    for job in with_engine(settings, run, require_schema=True):
+        print(f"job {job.id} ({job.kind}): {_job_line(job)}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from domain.db import imports
+
+    mapping = dict(_key_value(m, "--map") for m in args.map)
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"no such file: {args.file}")
+    table = imports.read_table(path)
+
+    async def create(conn: AsyncConnection, user: Any) -> Any:
+        return await imports.create_import_job(
+            conn, user, args.crm, table, mapping, _now(), file_name=path.name
+        )
+
+    job_id = run_bulk_with_progress(settings, args, create, unit="row", return_job=True)
+    if args.report:
+
+        async def rows(engine: AsyncEngine) -> list[dict[str, Any]]:
+            async with engine.connect() as conn:
+                return await imports.import_rows(conn, job_id)
+
+        write_report(Path(args.report), with_engine(settings, rows))
+        print(f"report per row: {args.report}")
+    return 0
+
+
+def write_report(path: Any, rows: list[dict[str, Any]]) -> None:
+    import csv
+
+    columns = ["row_no", "external_id", "result", "detail", "customer_id", "assignment"]
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def cmd_sms_deliver(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from domain.db.sms_outbox import deliver_due
+    from domain.db.sms_providers import FileSmsProvider, HttpSmsProvider
+
+    async def run(engine: AsyncEngine) -> Any:
+        provider: Any
+        if args.gateway:
+            provider = HttpSmsProvider(args.gateway, token=args.token)
+        else:
+            provider = FileSmsProvider(Path(args.file) if args.file else None)
+        total = await deliver_due(engine, provider)
+        while True:  # until a round finds nothing due
+            more = await deliver_due(engine, provider)
+            if not (more.sent or more.retried or more.failed):
+                break
+            total.sent, total.retried, total.failed = (
+                total.sent + more.sent,
+                total.retried + more.retried,
+                total.failed + more.failed,
+            )
+        if isinstance(provider, HttpSmsProvider):
+            await provider.aclose()
+        return total
+
+    done = with_engine(settings, run, require_schema=True)
+    print(f"sent {done.sent}, to retry {done.retried}, failed {done.failed}", file=sys.stderr)
+    return 0
+
+
+def run_bulk_with_progress(
+    settings: Settings,
+    args: argparse.Namespace,
+    create: Callable[[AsyncConnection, Any], Awaitable[Any]],
+    *,
+    unit: str = "customer",
+    return_job: bool = False,
+) -> int:
+    """Make the job, then run it with a progress bar; prints its report. Returns 0 (or the
+    job's id with `return_job`)."""
+    from tqdm import tqdm
+
+    from domain.db import bulk
+
+    async def run(engine: AsyncEngine) -> Any:
+        async with selection_probe(settings) as probe:
+            async with engine.begin() as conn:
+                user = await user_named(conn, args.username)
+                job = await create(conn, user)
+            with tqdm(total=job.expected, unit=unit, unit_scale=True, desc=job.kind) as bar:
+
+                def progress(p: Any) -> None:
+                    bar.update(max(0, p.processed - bar.n))
+
+                return await bulk.run_bulk_job(
+                    engine, job.id, selections=probe, on_progress=progress, batch_size=args.batch
+                )
+
+    job = with_engine(settings, run, require_schema=True)
+    print(f"job {job.id}: {_job_line(job)}")
+    return job.id if return_job else 0
+
+
+def _job_line(job: Any) -> str:
+    if job.report is None:
+        return f"{job.status}{': ' + job.error if job.error else ''}"
+    return str(job.report["summary"])
+
+
+@asynccontextmanager
+async def selection_probe(settings: Settings) -> AsyncIterator[Any]:
+    """The selection store on REDIS_URL: bulk work must see live selections (rule 5)."""
+    import redis.asyncio as aioredis
+
+    from presence.selections import SelectionStore
+
+    if not settings.redis_url:
+        raise CliError(
+            "bulk work needs REDIS_URL (the Redis the servers use), to skip selected customers"
+        )
+    client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        yield SelectionStore(client)
+    finally:
+        await client.aclose()
+
+
+async def user_named(conn: AsyncConnection, username: str) -> Any:
+    from domain.db import repositories
+
+    found = await repositories.get_user_by_username(conn, username)
+    if found is None:
+        raise CliError(f"no user named {username!r}")
+    return found[0]
+
+
+def _key_value(text: str, option: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise CliError(f"{option}: expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+def _now() -> Any:
+    from domain.db.repositories import utcnow
+
+    return utcnow()
+
+
 def ask_password() -> str:
     """Prompt twice on a terminal; read one line when the password is piped in."""
     if not sys.stdin.isatty():
@@ -214,7 +515,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"demo logins: {DEMO_LOGINS}")
             sys.stdout.flush()
             config = uvicorn.Config(
-                create_app(settings),
+                create_app(settings, send_sms=True),
                 host=args.host,
                 port=args.port,
                 ws_per_message_deflate=False,

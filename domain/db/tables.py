@@ -225,3 +225,82 @@ history = Table(
     Column("note", Text),
 )
 Index("ix_history_customer", history.c.customer_id, history.c.id)
+
+# Bulk work (rules 19-23) -----------------------------------------------------------------------
+
+# A bulk operation (mass outcome, move, import) as a resumable job: each batch's change and the
+# cursor advance commit together, and a node holds the job by a lease that runs out when the
+# node dies, so any node resumes it where it stopped (no customer changed twice, none forgotten).
+bulk_jobs = Table(
+    "bulk_jobs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("data_owner_id", Id, ForeignKey("data_owners.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # outcome | move | import
+    Column("status", String(16), nullable=False),  # pending | running | done | failed
+    Column("params", Json, nullable=False),
+    Column("created_by", Id, ForeignKey("users.id"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False, server_default=NOW),
+    Column("updated_at", UtcDateTime, nullable=False, server_default=NOW),
+    Column("cursor", BigInteger, nullable=False, server_default="0"),  # last id / row done
+    Column("expected", Integer, nullable=False, server_default="0"),  # matched at the start
+    Column("counts", Json, nullable=False),  # running tallies, final in `report`
+    Column("report", Json),
+    Column("error", Text),
+    Column("lease_owner", String(64)),
+    Column("lease_until", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+)
+Index("ix_bulk_jobs_status", bulk_jobs.c.status, bulk_jobs.c.lease_until)
+
+# An import's rows, staged when the job is made (so any node can resume it), each with its
+# result once its batch ran: updated | unchanged | not_found | invalid | selected (rule 22).
+bulk_import_rows = Table(
+    "bulk_import_rows",
+    metadata,
+    Column("job_id", Id, ForeignKey("bulk_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("row_no", Integer, nullable=False),
+    Column("external_id", String(100)),
+    Column("data", Json, nullable=False),  # the row's checked values: {info key: value}
+    Column("result", String(16)),
+    Column("detail", Text),
+    Column("customer_id", Id),
+    Column("assignment_id", Id),
+    PrimaryKeyConstraint("job_id", "row_no"),
+)
+
+# SMS waiting to be sent (rule 23): written in the outcome's own transaction, sent at least
+# once by whichever node delivers, never twice for one outcome (`event_key` is unique).
+sms_outbox = Table(
+    "sms_outbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("data_owner_id", Id, ForeignKey("data_owners.id"), nullable=False),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("assignment_id", Id, ForeignKey("assignments.id")),
+    Column("event_key", String(120), nullable=False, unique=True),
+    Column("outcome_key", String(64), nullable=False),
+    Column("to_phone", String(32), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | sent | failed
+    Column("tries", Integer, nullable=False, server_default="0"),
+    Column("created_by", Id, ForeignKey("users.id")),
+    Column("created_at", UtcDateTime, nullable=False, server_default=NOW),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("lease_owner", String(64)),
+    Column("lease_until", UtcDateTime),
+    Column("sent_at", UtcDateTime),
+    Column("provider_message_id", String(200)),
+    Column("last_error", Text),
+)
+Index("ix_sms_outbox_due", sms_outbox.c.status, sms_outbox.c.next_attempt_at)
+
+# The customers a bulk job matched when it was made, walked in id order by its batches: the
+# report counts every one of them (rule 21), also those that stopped matching meanwhile.
+bulk_job_items = Table(
+    "bulk_job_items",
+    metadata,
+    Column("job_id", Id, ForeignKey("bulk_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("customer_id", Id, nullable=False),
+    PrimaryKeyConstraint("job_id", "customer_id"),
+)

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.db.engine import current_revision, migrate
+from domain.db.engine import alembic_config, current_revision, migrate
 from domain.db.tables import metadata
 
 
+def head() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def test_revision_ids_follow_one_line() -> None:
+    revisions = list(ScriptDirectory.from_config(alembic_config()).walk_revisions())
+    ids = sorted(r.revision for r in revisions)
+    assert ids == [f"{i:04d}" for i in range(1, len(ids) + 1)]
+
+
 async def test_migrations_reach_head(engine: AsyncEngine) -> None:
-    assert await current_revision(engine) == "0001"
+    assert await current_revision(engine) == head()
 
 
 async def test_migrated_schema_matches_tables(engine: AsyncEngine) -> None:
@@ -27,7 +38,7 @@ async def test_migrated_schema_matches_tables(engine: AsyncEngine) -> None:
 
 async def test_migrate_twice_is_a_no_op(engine: AsyncEngine) -> None:
     await migrate(engine)
-    assert await current_revision(engine) == "0001"
+    assert await current_revision(engine) == head()
 
 
 async def test_list_and_my_work_indexes_exist(engine: AsyncEngine) -> None:
