@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -136,10 +136,106 @@ async def candidates(
     segment_ids: Collection[int] | None = None,
     limit: int = REFILL_BATCH,
 ) -> list[tuple[int, int | None]]:
-    query = candidate_query(
+    """``candidate_query``'s rows; in slices an index can serve when the sort keys allow."""
+    slices = _slices(assignment, segment_ids, now)
+    if slices is None:
+        query = candidate_query(
+            assignment, crm, now, segment_ids=segment_ids, limit=limit, dialect=conn.dialect.name
+        )
+        return [(r[0], r[1]) for r in await conn.execute(query)]
+    # Due shared follow-ups come before every other customer (rule 11): the query's own order,
+    # over the few rows the partial index ix_customers_shared_due finds.
+    due = candidate_query(
         assignment, crm, now, segment_ids=segment_ids, limit=limit, dialect=conn.dialect.name
-    )
-    return [(r[0], r[1]) for r in await conn.execute(query)]
+    ).where(_due(now))
+    found = [(r[0], r[1]) for r in await conn.execute(due)]
+    for where, order in slices:
+        if len(found) >= limit:
+            break
+        query = select(c.id, c.segment_id).where(*where).order_by(*order)
+        found += [(r[0], r[1]) for r in await conn.execute(query.limit(limit - len(found)))]
+    return found
+
+
+SLICED_KEYS = ("segment_priority", "attempts", "last_attempt_at")
+
+
+def _slices(
+    assignment: Assignment, segment_ids: Collection[int] | None, now: datetime
+) -> list[tuple[list[ColumnElement[bool]], list[Any]]] | None:
+    """The rest of the list order (no due follow-up) as consecutive slices, each a WHERE and an
+    ORDER BY on plain columns that ix_customers_list or the primary key serves, so a refill
+    reads about ``limit`` rows instead of sorting the whole list. None: the setup's sort keys
+    are not of the shape sliced here (a subsequence of SLICED_KEYS, attempts and
+    last_attempt_at ascending); candidate_query then sorts.
+
+    The slices follow list_order exactly: segment priority groups, attempts values, then the
+    never tried (a missing last_attempt_at is the smallest) before the tried, ties by id.
+    Segment priorities come from ``assignment`` as loaded, like the setup itself."""
+    setup = assignment.setup
+    fields = [k.field for k in setup.sort_keys]
+    if fields != [f for f in SLICED_KEYS if f in fields]:
+        return None
+    by_field = {k.field: k for k in setup.sort_keys}
+    if any(by_field[f].descending for f in ("attempts", "last_attempt_at") if f in by_field):
+        return None
+    if "attempts" in by_field and setup.max_attempts is None:
+        return None  # no bounded set of attempt counts to walk
+
+    base: list[ColumnElement[bool]] = [
+        c.assignment_id == assignment.id,
+        c.holder_user_id.is_(None),
+        c.status == AVAILABLE,
+        c.shared_follow_up_at.is_(None),  # a future one holds the customer back (rule 11)
+    ]
+    if segment_ids:
+        base.append(c.segment_id.in_(sorted(segment_ids)))
+    if setup.max_attempts is not None:
+        base.append(c.attempts < setup.max_attempts)
+    cutoff = now - setup.retry_delay
+
+    groups: list[list[ColumnElement[bool]]] = [[]]
+    priority_key = by_field.get("segment_priority")
+    if priority_key is not None:
+        # coalesce(segments.priority, 0): a customer without a segment ranks as priority 0.
+        members: dict[int, list[int | None]] = {}
+        for segment in assignment.segments:
+            if not segment_ids or segment.id in segment_ids:
+                members.setdefault(segment.priority, []).append(segment.id)
+        if not segment_ids:
+            members.setdefault(0, []).append(None)
+        groups = []
+        for priority in sorted(members, reverse=priority_key.descending):
+            ids = sorted(i for i in members[priority] if i is not None)
+            in_group = c.segment_id.in_(ids) if ids else None
+            if None in members[priority]:
+                in_group = (
+                    c.segment_id.is_(None)
+                    if in_group is None
+                    else or_(in_group, c.segment_id.is_(None))
+                )
+            assert in_group is not None
+            groups.append([in_group])
+
+    attempt_values: list[int | None] = [None]
+    if "attempts" in by_field:
+        assert setup.max_attempts is not None
+        attempt_values = list(range(setup.max_attempts))
+
+    never = c.last_attempt_at.is_(None)
+    tried = and_(c.last_attempt_at.isnot(None), c.last_attempt_at <= cutoff)
+    slices: list[tuple[list[ColumnElement[bool]], list[Any]]] = []
+    for group in groups:
+        for attempts in attempt_values:
+            where = [*base, *group]
+            if attempts is not None:
+                where.append(c.attempts == attempts)
+            if "last_attempt_at" in by_field:
+                slices.append(([*where, never], [c.id]))
+                slices.append(([*where, tried], [c.last_attempt_at, c.id]))
+            else:
+                slices.append(([*where, or_(never, c.last_attempt_at <= cutoff)], [c.id]))
+    return slices
 
 
 def lock_key(owner: int, hopper: HopperKey) -> str:
@@ -166,9 +262,12 @@ class Hopper:
         batch: int = REFILL_BATCH,
         low_water: int = LOW_WATER,
         lock_ms: int = LOCK_MS,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.engine = engine
         self.store = store
+        self.clock = clock
+        """What "now" is for retry delays and due follow-ups (a virtual clock in tests)."""
         self.batch = batch
         self.low_water = low_water
         self.lock_ms = lock_ms
@@ -191,7 +290,7 @@ class Hopper:
                     conn,
                     assignment,
                     crm,
-                    utcnow(),
+                    self.clock(),
                     segment_ids=hopper.segment_ids,
                     limit=self.batch + queued,  # the queued ones come back first: skipped
                 )

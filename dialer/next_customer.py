@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Collection
-from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -103,7 +102,7 @@ class NextCustomer:
                 continue
             if claim.needs_refill(self.hopper.low_water):
                 self.hopper.refill_soon(owner, assignment, crm, hopper)
-            qualifies = in_list(assignment, hopper.segment_ids, datetime.now(UTC))
+            qualifies = in_list(assignment, hopper.segment_ids, self.hopper.clock())
             if await self.selections.record(selection, qualifies):
                 return selection
             # A stale candidate (worked or selected meanwhile): let it go, take the next.

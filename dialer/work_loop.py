@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dialer.next_customer import NextCustomer
 from domain.db import fencing, screens
 from domain.db import repositories as repo
+from domain.db.sms_outbox import enqueue_outcome_sms
 from domain.errors import Forbidden, Invalid, NotFound, SelectionLost, UserHasSelection
 from domain.model import Assignment, AttemptKind, NextAction, User, WorkMode
 from domain.next_actions import check_next
@@ -173,15 +174,28 @@ class WorkLoop:
         """customer.save: the outcome with its details (and follow-up); then go next."""
         selection = await self._held(user, customer_id, token)
         choice = check_next(selection.mode, next_action)
+        now = self.clock()
         async with self.engine.begin() as conn:
-            await fencing.record_outcome(
+            result = await fencing.record_outcome(
                 conn,
                 fencing.Holding(customer_id, user.id, token),
                 outcome_id,
                 details,
-                self.clock(),
+                now,
                 follow_up_at=follow_up_at,
             )
+            if result.sms_template is not None:
+                # Rule 23: queued in the outcome's own transaction, once per outcome event;
+                # sent when automatic SMS is on for the assignment (domain.db.sms_outbox).
+                await enqueue_outcome_sms(
+                    conn,
+                    event_key=f"history:{result.history_id}",
+                    customer_id=customer_id,
+                    outcome_key=result.outcome_key,
+                    details=result.details,
+                    user_id=user.id,
+                    now=now,
+                )
         return await self._go_next(user, selection, choice)
 
     async def edit(
@@ -273,7 +287,7 @@ class WorkLoop:
             )
 
     async def _visible_ids(self, conn: Any, user: User) -> set[int]:
-        return {int(a["id"]) for a in await repo.visible_assignments(conn, user)}
+        return await repo.visible_assignment_ids(conn, user)
 
     async def _visible_assignment(self, user: User, assignment_id: int) -> Assignment:
         async with self.engine.connect() as conn:

@@ -62,6 +62,8 @@ class OutcomeResult:
     follow_up: FollowUp | None
     ended_follow_ups: tuple[FollowUp, ...]
     sms_template: str | None
+    history_id: int = 0
+    """The outcome's history row: names the event (an SMS is queued once per event)."""
 
     @property
     def progressive(self) -> bool:
@@ -379,7 +381,15 @@ async def record_outcome(
     """Rules 15, 18 as the holder's write: a valid transition of the assignment's flow with its
     details, open follow-ups ended, the outcome's own follow-up made, history written."""
     # The fence's own UPDATE reads what the outcome needs: one statement on the hot path.
-    flow = select(t.assignments.c.flow).where(t.assignments.c.id == c.assignment_id)
+    # SQLite renders RETURNING columns unqualified, so these subqueries name the customer by
+    # value and through an alias: nothing in them depends on correlating with the fenced row.
+    fenced = t.customers.alias("fenced")
+    assignment_id = select(fenced.c.assignment_id).where(fenced.c.id == holding.customer_id)
+    flow = select(t.assignments.c.flow).where(t.assignments.c.id == assignment_id.scalar_subquery())
+    fu = t.follow_ups.c
+    open_follow_ups = select(fu.id).where(
+        fu.customer_id == holding.customer_id, fu.ended_at.is_(None)
+    )
     row = await _fence_reading(
         conn,
         holding.customer_id,
@@ -388,6 +398,7 @@ async def record_outcome(
         c.status,
         c.assignment_id,
         flow.scalar_subquery().label("flow"),
+        open_follow_ups.exists().label("has_follow_ups"),
     )
     if row.assignment_id is None:
         raise Invalid("the customer is in no assignment")
@@ -402,7 +413,7 @@ async def record_outcome(
         .where(c.id == holding.customer_id)
         .values(status=outcome.to_status, updated_at=now)
     )
-    await repo.add_history(
+    history_id = await repo.add_history(
         conn,
         HistoryEvent(
             customer_id=holding.customer_id,
@@ -419,8 +430,11 @@ async def record_outcome(
             },
         ),
     )
-    # A new outcome settles whatever follow-up the customer was waiting on.
-    ended = await end_follow_ups(conn, holding, row.assignment_id, "outcome", now)
+    # A new outcome settles whatever follow-up the customer was waiting on (the fence's read
+    # says whether there is any: most outcomes skip the look-up).
+    ended: list[FollowUp] = []
+    if row.has_follow_ups:
+        ended = await end_follow_ups(conn, holding, row.assignment_id, "outcome", now)
     created = None
     if plan is not None:
         created = await repo.create_follow_up(
@@ -454,6 +468,7 @@ async def record_outcome(
         follow_up=created,
         ended_follow_ups=tuple(ended),
         sms_template=outcome.sms_template,
+        history_id=history_id,
     )
 
 

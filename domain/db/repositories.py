@@ -391,6 +391,21 @@ async def granted_assignment_ids(conn: AsyncConnection, user_id: int) -> set[int
     return {r[0] for r in rows}
 
 
+async def visible_assignment_ids(conn: AsyncConnection, user: User) -> set[int]:
+    """Rule 3: the ids of the assignments `user` may see (what visible_assignments lists,
+    without reading segments or counting customers)."""
+    if not user.active:
+        return set()
+    query = select(t.assignments.c.id).where(t.assignments.c.data_owner_id == user.data_owner_id)
+    if user.role is not Role.ADMIN:
+        query = query.where(
+            t.assignments.c.id.in_(
+                select(t.grants.c.assignment_id).where(t.grants.c.user_id == user.id)
+            )
+        )
+    return {r[0] for r in await conn.execute(query)}
+
+
 async def visible_assignments(conn: AsyncConnection, user: User) -> list[dict[str, Any]]:
     """Rule 3: the assignments `user` may see, as summaries
     {id, name, segments: [{id, name}], available} (available: customers in status

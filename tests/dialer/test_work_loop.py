@@ -368,3 +368,53 @@ async def test_rule_04_manual_select_while_holding_names_the_held_customer(
     with pytest.raises(UserHasSelection) as refused:
         await work_loop.select(agent, other)
     assert refused.value.customer_id == cid(screen)
+
+
+SMS_FLOW = CustomerFlow(
+    statuses=(Status(AVAILABLE, "Available"), Status("sale", "Sale")),
+    outcomes=(
+        Outcome(
+            "sale",
+            "Sale",
+            frozenset({AVAILABLE}),
+            "sale",
+            sms_template="Thank you, {name}! Your order is registered.",
+        ),
+    ),
+)
+
+
+@pytest.mark.parametrize("auto_sms", [True, False])
+async def test_rule_23_an_sms_flow_queues_one_sms_only_when_automatic_sms_is_on(
+    engine: AsyncEngine, loop: Any, new_list: Any, auto_sms: bool
+) -> None:
+    from sqlalchemy import select
+
+    from domain.db import tables as t
+
+    work_loop, _clock = loop
+    setup = AssignmentSetup(auto_sms=auto_sms, max_attempts=None, retry_delay=timedelta(0))
+    work = await new_list(
+        customers=[{"name": "Kari Nordmann", "phones": ["+4791234567"]}],
+        agents=1,
+        flow=SMS_FLOW,
+        setup=setup,
+    )
+    agent = work.agents[0]
+    screen = (await work_loop.start(agent, work.assignment_id)).screen
+    assert screen is not None
+    await work_loop.save(agent, cid(screen), token(screen), "sale", {})
+    async with engine.connect() as conn:
+        queued = (
+            await conn.execute(
+                select(t.sms_outbox.c.to_phone, t.sms_outbox.c.body).where(
+                    t.sms_outbox.c.customer_id == cid(screen)
+                )
+            )
+        ).all()
+    if auto_sms:
+        assert [tuple(r) for r in queued] == [
+            ("+4791234567", "Thank you, Kari Nordmann! Your order is registered.")
+        ]
+    else:
+        assert queued == []
