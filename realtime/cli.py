@@ -519,6 +519,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 host=args.host,
                 port=args.port,
                 ws_per_message_deflate=False,
+                # A hard cap at the socket; frames between the app's limit and this one are
+                # answered `invalid` and the connection stays (docs/protocol.md).
+                ws_max_size=settings.ws_max_frame_bytes * 4,
                 log_level="info",
                 timeout_graceful_shutdown=10,
             )

@@ -8,8 +8,16 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 
+from dialer.hopper import Hopper
+from dialer.next_customer import NextCustomer
+from dialer.work_loop import WorkLoop
 from domain.db.engine import async_url, make_engine
+from presence.agents import AgentPresence, UserEvents
+from presence.selections import SelectionStore
+from presence.service import SelectionService
 from realtime.settings import Settings
+
+REDIS_POOL_SIZE = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +25,11 @@ class Services:
     settings: Settings
     engine: AsyncEngine
     redis: aioredis.Redis
+    selections: SelectionService
+    presence: AgentPresence
+    events: UserEvents
+    dialer: NextCustomer
+    work: WorkLoop
 
 
 def open_services(settings: Settings) -> Services:
@@ -30,15 +43,41 @@ def open_services(settings: Settings) -> Services:
         schema=settings.database_schema,
         pool_size=settings.db_pool_size,
     )
-    client = aioredis.Redis.from_url(
-        settings.redis_url, decode_responses=True, health_check_interval=30
+    # Blocking pool: a burst of connects waits for a Redis connection instead of opening
+    # thousands of sockets.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        health_check_interval=30,
+        max_connections=REDIS_POOL_SIZE,
+        timeout=10,
     )
-    return Services(settings=settings, engine=engine, redis=client)
+    client = aioredis.Redis.from_pool(pool)
+    store = SelectionStore(client)
+    selections = SelectionService(engine, store)
+    dialer = NextCustomer(engine, selections, Hopper(engine, store))
+    return Services(
+        settings=settings,
+        engine=engine,
+        redis=client,
+        selections=selections,
+        dialer=dialer,
+        work=WorkLoop(engine, selections, dialer),
+        presence=AgentPresence(
+            client,
+            timeout_s=settings.presence_timeout_seconds,
+            stream_length=settings.event_stream_length,
+        ),
+        events=UserEvents(client, stream_length=settings.event_stream_length),
+    )
 
 
 async def close_services(services: Services) -> None:
-    await services.redis.aclose()
-    await services.engine.dispose()
+    try:
+        await services.dialer.hopper.drain()
+        await services.redis.aclose()
+    finally:
+        await services.engine.dispose()
 
 
 def services_of(connection: HTTPConnection) -> Services:

@@ -30,6 +30,27 @@ class Settings(BaseSettings):
         default=30.0, validation_alias="DIALHUB_PRESENCE_TIMEOUT"
     )
     db_pool_size: int = Field(default=10, validation_alias="DIALHUB_DB_POOL_SIZE")
+    # WebSocket hub (docs/operations.md).
+    ws_send_queue: int = Field(default=256, ge=1, validation_alias="DIALHUB_WS_SEND_QUEUE")
+    ws_max_frame_bytes: int = Field(
+        default=64 * 1024, ge=256, validation_alias="DIALHUB_WS_MAX_FRAME_BYTES"
+    )
+    ws_rate_per_second: float = Field(default=20.0, gt=0, validation_alias="DIALHUB_WS_RATE")
+    ws_rate_burst: int = Field(default=40, ge=1, validation_alias="DIALHUB_WS_RATE_BURST")
+    event_stream_length: int = Field(
+        default=256, ge=16, validation_alias="DIALHUB_EVENT_STREAM_LENGTH"
+    )
+    shutdown_retry_ms: tuple[int, int] = Field(
+        default=(500, 5000), validation_alias="DIALHUB_SHUTDOWN_RETRY_MS"
+    )
+    # Rule 23: where queued SMS go. Unset: appended to <var>/sms-outbox.jsonl (nothing leaves
+    # the building); set: POSTed to this HTTP gateway.
+    sms_gateway_url: str | None = Field(default=None, validation_alias="DIALHUB_SMS_GATEWAY_URL")
+    sms_gateway_token: str | None = Field(
+        default=None, validation_alias="DIALHUB_SMS_GATEWAY_TOKEN"
+    )
+    # Seconds between two rounds of sending due SMS; 0: this node sends none.
+    sms_interval_seconds: float = Field(default=5.0, ge=0, validation_alias="DIALHUB_SMS_INTERVAL")
 
     @property
     def sqlite_path(self) -> Path:

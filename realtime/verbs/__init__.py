@@ -1,0 +1,8 @@
+"""Every verb module; importing this package registers their handlers in protocol.REGISTRY.
+
+A new verb lives in its own module here (or anywhere) and is added to this list.
+"""
+
+from realtime.verbs import presence, selection, session, work
+
+__all__ = ["presence", "selection", "session", "work"]
