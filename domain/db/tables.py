@@ -304,3 +304,36 @@ bulk_job_items = Table(
     Column("customer_id", Id, nullable=False),
     PrimaryKeyConstraint("job_id", "customer_id"),
 )
+
+# Dialing --------------------------------------------------------------------------------------
+
+# The data owner's do-not-call list: numbers normalized by domain.db.dnc.normalize_phone,
+# checked when a call is about to be placed (a listed number is never dialed).
+dnc_numbers = Table(
+    "dnc_numbers",
+    metadata,
+    Column("data_owner_id", Id, ForeignKey("data_owners.id"), nullable=False),
+    Column("phone", String(32), nullable=False),
+    Column("added_at", UtcDateTime, nullable=False, server_default=NOW),
+    Column("added_by", Id, ForeignKey("users.id")),
+    PrimaryKeyConstraint("data_owner_id", "phone"),
+)
+
+# Every call the dialer placed, with how it ended (answered, busy, no_answer, failed, abandoned,
+# cancelled): the abandon rate an authority asks for is counted from here.
+calls = Table(
+    "calls",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("data_owner_id", Id, ForeignKey("data_owners.id"), nullable=False),
+    Column("assignment_id", Id, ForeignKey("assignments.id"), nullable=False),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("number", String(32), nullable=False),
+    Column("result", String(16), nullable=False),
+    Column("agent_user_id", Id, ForeignKey("users.id")),
+    Column("dialed_at", UtcDateTime, nullable=False),
+    Column("answered_at", UtcDateTime),
+    Column("ended_at", UtcDateTime),
+)
+Index("ix_calls_assignment", calls.c.assignment_id, calls.c.dialed_at)
