@@ -225,6 +225,8 @@ history = Table(
     Column("note", Text),
 )
 Index("ix_history_customer", history.c.customer_id, history.c.id)
+# The release audit (who released whose selection, per assignment) reads history this way.
+Index("ix_history_assignment_kind", history.c.assignment_id, history.c.kind, history.c.id)
 
 # Bulk work (rules 19-23) -----------------------------------------------------------------------
 
