@@ -38,6 +38,8 @@ WEB_CLIENT = Path(__file__).resolve().parent.parent / "web_client"
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_STEP_S = 8.0
+
 
 async def send_sms_forever(services: Services, stop: asyncio.Event) -> None:
     """Rule 23: every node sends the outbox's due SMS now and then; leases in the outbox make
@@ -85,11 +87,18 @@ def create_app(
                 yield
         finally:
             stop_sms.set()
+            # Every step of a shutdown is bounded: a node asked to stop always stops.
             try:
-                await sms
-                await hub.stop()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(SHUTDOWN_STEP_S):
+                        await sms
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(SHUTDOWN_STEP_S):
+                        await hub.stop()
             finally:
-                await close_services(services)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(SHUTDOWN_STEP_S):
+                        await close_services(services)
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),

@@ -61,8 +61,11 @@ class Hub:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        # Bounded: closing a pub/sub connection whose read was just cancelled can wait on that
+        # read's lock; a stopping node must stop anyway.
         with contextlib.suppress(Exception):
-            await self.pubsub.aclose()
+            async with asyncio.timeout(2):
+                await self.pubsub.aclose()
 
     def restart_close(self) -> tuple[int, str]:
         """1012 with a jittered hint, so a fleet of clients does not reconnect in one burst."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from domain.db import demo
 from domain.db.seed import seed_demo
 from realtime.app import create_app
+from realtime.embedded import EmbeddedRedis
+from realtime.services import close_services, open_services
 from realtime.settings import Settings
 from realtime.tokens import issue_token
 
@@ -46,14 +49,18 @@ async def client(
     redis_url: str,
     work_dir: Path,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings_for(database, redis_url, work_dir))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
+    # The HTTP routes with the node's services but without its hub: the hub's lifespan runs in
+    # the real nodes of the other tests (start, SIGTERM, SIGKILL).
+    settings = settings_for(database, redis_url, work_dir)
+    app = create_app(settings)
+    app.state.services = open_services(settings)
+    try:
+        async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-        ) as http,
-    ):
-        yield http
+        ) as http:
+            yield http
+    finally:
+        await close_services(app.state.services)
 
 
 async def log_in(client: httpx.AsyncClient, username: str, password: str = "demo") -> str:
@@ -184,18 +191,21 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert ready.json()["ok"] is True
 
 
-async def test_readiness_names_a_redis_that_does_not_answer(
-    demo_data: dict[str, Any], database: dict[str, str | None], work_dir: Path
-) -> None:
-    dead_redis = "redis://127.0.0.1:1/0"  # port 1: nothing listens there
-    app = create_app(settings_for(database, dead_redis, work_dir))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
-    ):
-        response = await http.get("/readyz")
-    assert response.status_code == 503
+def test_readiness_names_a_redis_that_does_not_answer(spare_node: Any, tmp_path: Path) -> None:
+    """A real node whose Redis dies: /readyz turns 503 naming Redis (a load balancer drains
+    it), /healthz stays 200."""
+    with EmbeddedRedis(tmp_path / "redis") as private:
+        node = spare_node(REDIS_URL=private.url)
+        assert httpx.get(f"{node.http}/readyz", timeout=5).status_code == 200
+    response = None
+    for _ in range(50):  # bounded: 10 s
+        response = httpx.get(f"{node.http}/readyz", timeout=5)
+        if response.status_code == 503:
+            break
+        time.sleep(0.2)
+    assert response is not None and response.status_code == 503
     assert response.json()["failed"] == ["redis"]
+    assert httpx.get(f"{node.http}/healthz", timeout=5).status_code == 200
 
 
 async def test_the_landing_page_is_served_at_the_root(client: httpx.AsyncClient) -> None:
