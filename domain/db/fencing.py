@@ -26,7 +26,7 @@ from domain.db.codec import flow_from_json
 from domain.errors import Invalid, NotFound, SelectionLost
 from domain.fields import coerce_value
 from domain.flows import AVAILABLE, check_outcome
-from domain.followups import plan_attempt, plan_outcome_follow_up
+from domain.followups import FollowUpPlan, plan_attempt, plan_outcome_follow_up
 from domain.model import (
     Attempt,
     AttemptKind,
@@ -324,28 +324,41 @@ async def record_attempt(
         ),
     )
     if plan is not None:
-        follow_up = await repo.create_follow_up(
-            conn,
-            customer_id=holding.customer_id,
-            assignment_id=row.assignment_id,
-            kind=plan.kind,
-            due_at=plan.due_at,
-            owner_user_id=plan.owner_user_id,
-            created_by=holding.user_id,
-            now=now,
-        )
-        await repo.add_history(
-            conn,
-            HistoryEvent(
-                customer_id=holding.customer_id,
-                kind=HistoryKind.FOLLOW_UP_CREATED,
-                at=now,
-                user_id=holding.user_id,
-                assignment_id=row.assignment_id,
-                data={"follow_up_id": follow_up.id, "kind": plan.kind.value, "due_at": plan.due_at},
-            ),
-        )
+        await create_follow_up(conn, holding, row.assignment_id, plan, now)
     return count
+
+
+async def create_follow_up(
+    conn: AsyncConnection,
+    holding: Holding,
+    assignment_id: int,
+    plan: FollowUpPlan,
+    now: datetime,
+) -> FollowUp:
+    """The follow-up an attempt (rule 14) or an outcome (rule 15) planned, with its history
+    row."""
+    follow_up = await repo.create_follow_up(
+        conn,
+        customer_id=holding.customer_id,
+        assignment_id=assignment_id,
+        kind=plan.kind,
+        due_at=plan.due_at,
+        owner_user_id=plan.owner_user_id,
+        created_by=holding.user_id,
+        now=now,
+    )
+    await repo.add_history(
+        conn,
+        HistoryEvent(
+            customer_id=holding.customer_id,
+            kind=HistoryKind.FOLLOW_UP_CREATED,
+            at=now,
+            user_id=holding.user_id,
+            assignment_id=assignment_id,
+            data={"follow_up_id": follow_up.id, "kind": plan.kind.value, "due_at": plan.due_at},
+        ),
+    )
+    return follow_up
 
 
 async def end_follow_ups(
@@ -437,27 +450,7 @@ async def record_outcome(
         ended = await end_follow_ups(conn, holding, row.assignment_id, "outcome", now)
     created = None
     if plan is not None:
-        created = await repo.create_follow_up(
-            conn,
-            customer_id=holding.customer_id,
-            assignment_id=row.assignment_id,
-            kind=plan.kind,
-            due_at=plan.due_at,
-            owner_user_id=plan.owner_user_id,
-            created_by=holding.user_id,
-            now=now,
-        )
-        await repo.add_history(
-            conn,
-            HistoryEvent(
-                customer_id=holding.customer_id,
-                kind=HistoryKind.FOLLOW_UP_CREATED,
-                at=now,
-                user_id=holding.user_id,
-                assignment_id=row.assignment_id,
-                data={"follow_up_id": created.id, "kind": plan.kind.value, "due_at": plan.due_at},
-            ),
-        )
+        created = await create_follow_up(conn, holding, row.assignment_id, plan, now)
     return OutcomeResult(
         customer_id=holding.customer_id,
         assignment_id=row.assignment_id,

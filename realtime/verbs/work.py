@@ -22,6 +22,7 @@ from domain.db import screens
 from domain.errors import DomainError, NotFound
 from domain.model import AttemptKind, NextAction
 from presence.keys import owner_prefix
+from presence.service import to_datetime
 from realtime.connection import Context
 from realtime.events import selection_made, selection_released
 from realtime.protocol import Request, WireId, verb
@@ -255,7 +256,7 @@ async def customer_get(ctx: Context, request: CustomerGet) -> dict[str, Any]:
         else {
             "user_id": str(held.user_id),
             "user_name": holder_name,
-            "since": screens.iso(_ms(held.since)),
+            "since": screens.iso(to_datetime(held.since)),
             "mine": held.user_id == ctx.user.id,
         }
     )
@@ -277,12 +278,6 @@ async def my_work_get(ctx: Context, _request: MyWorkGet) -> dict[str, Any]:
 async def work_resume(ctx: Context, _request: WorkResume) -> dict[str, Any]:
     """The screen of the customer the user still holds (rule 9), or null."""
     return (await ctx.services.work.resume(ctx.user)).reply()
-
-
-def _ms(ms: int) -> datetime:
-    from presence.service import to_datetime
-
-    return to_datetime(ms)
 
 
 def _iso(value: Any) -> Any:
