@@ -8,6 +8,7 @@ from typing import Any
 from hub_kit import Node, connect
 from shop_kit import ok, refused, start
 
+import realtime.verbs  # noqa: F401  (registers every verb, as the app does)
 from realtime.protocol import REGISTRY
 
 
