@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.db import tables as t
@@ -53,25 +53,45 @@ def _due(now: datetime) -> ColumnElement[bool]:
 
 def listable(assignment: Assignment, now: datetime) -> ColumnElement[bool]:
     """domain.listing.is_listable in SQL, for an unselected customer of the assignment."""
+    return _listable(assignment, _due(now), now - assignment.setup.retry_delay)
+
+
+def _listable(assignment: Assignment, due: ColumnElement[bool], cutoff: Any) -> ColumnElement[bool]:
     setup = assignment.setup
     rest: list[ColumnElement[bool]] = [c.shared_follow_up_at.is_(None)]
     if setup.max_attempts is not None:
         rest.append(c.attempts < setup.max_attempts)
-    rest.append(or_(c.last_attempt_at.is_(None), c.last_attempt_at <= now - setup.retry_delay))
+    rest.append(or_(c.last_attempt_at.is_(None), c.last_attempt_at <= cutoff))
     # Rule 11: a due shared follow-up bypasses max attempts and retry delay; a future one
     # holds the customer back.
-    return and_(c.status == AVAILABLE, or_(_due(now), and_(*rest)))
+    return and_(c.status == AVAILABLE, or_(due, and_(*rest)))
 
 
 def in_list(
     assignment: Assignment, segment_ids: Collection[int] | None, now: datetime
 ) -> ColumnElement[bool]:
     """Rule 10: an unselected, listable customer of this list (assignment, segment set)."""
-    conditions = [
-        c.assignment_id == assignment.id,
-        c.holder_user_id.is_(None),
-        listable(assignment, now),
-    ]
+    return _in_list(assignment, segment_ids, listable(assignment, now))
+
+
+def in_list_bound(
+    assignment: Assignment, segment_ids: Collection[int] | None
+) -> ColumnElement[bool]:
+    """``in_list`` with "now" left as bind parameters (values: ``in_list_params``), so one
+    expression serves every claim of the list."""
+    due = and_(c.shared_follow_up_at.isnot(None), c.shared_follow_up_at <= bindparam("list_now"))
+    return _in_list(assignment, segment_ids, _listable(assignment, due, bindparam("list_cutoff")))
+
+
+def in_list_params(assignment: Assignment, now: datetime) -> dict[str, datetime]:
+    """The values of ``in_list_bound``'s parameters at ``now``."""
+    return {"list_now": now, "list_cutoff": now - assignment.setup.retry_delay}
+
+
+def _in_list(
+    assignment: Assignment, segment_ids: Collection[int] | None, listable: ColumnElement[bool]
+) -> ColumnElement[bool]:
+    conditions = [c.assignment_id == assignment.id, c.holder_user_id.is_(None), listable]
     if segment_ids:
         conditions.append(c.segment_id.in_(sorted(segment_ids)))
     return and_(*conditions)

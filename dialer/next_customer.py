@@ -12,14 +12,15 @@ import asyncio
 import random
 from collections.abc import Collection
 
+from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dialer.hopper import Hopper, in_list
+from dialer.hopper import Hopper, in_list_bound, in_list_params
 from domain.db import repositories as repo
 from domain.errors import NotFound
 from domain.model import Assignment, Crm, WorkMode
 from presence.keys import HopperKey
-from presence.selections import Selection, StoreNotReady
+from presence.selections import Released, Selection, StoreNotReady
 from presence.service import SelectionService
 
 MAX_TRIES = 50
@@ -45,6 +46,9 @@ class NextCustomer:
         self.hopper = hopper or Hopper(engine, selections.store)
         self.max_tries = max_tries
         self._lists: dict[tuple[int, int], tuple[Assignment, Crm | None]] = {}
+        self._in_list: dict[
+            tuple[int, frozenset[int] | None], tuple[Assignment, ColumnElement[bool]]
+        ] = {}
 
     async def list_of(self, owner: int, assignment_id: int) -> tuple[Assignment, Crm | None]:
         """The assignment (setup, segments) and its CRM, read once per process."""
@@ -62,6 +66,18 @@ class NextCustomer:
         """The setup changed: read it again on the next claim."""
         self._lists.pop((owner, assignment_id), None)
 
+    def _qualifies(self, assignment: Assignment, hopper: HopperKey) -> ColumnElement[bool]:
+        """Rule 10 as the claim's record checks it, built once per list and setup as loaded
+        (a reused expression spares building the record's statement on every claim)."""
+        key = (assignment.id, hopper.segment_ids)
+        cached = self._in_list.get(key)
+        if cached is None or cached[0] is not assignment:
+            cached = self._in_list[key] = (
+                assignment,
+                in_list_bound(assignment, hopper.segment_ids),
+            )
+        return cached[1]
+
     async def next(
         self,
         owner: int,
@@ -70,8 +86,39 @@ class NextCustomer:
         segment_ids: Collection[int] | None = None,
     ) -> Selection | None:
         """Rule 7 then rule 10: end what the user holds, then hand it the next right customer."""
-        await self.selections.release_user(owner, user_id)
-        return await self.claim(owner, user_id, assignment_id, segment_ids)
+        _released, selection = await self.move_on(owner, user_id, assignment_id, segment_ids)
+        return selection
+
+    async def move_on(
+        self,
+        owner: int,
+        user_id: int,
+        assignment_id: int,
+        segment_ids: Collection[int] | None = None,
+        *,
+        expected: Selection | None = None,
+    ) -> tuple[Released | None, Selection | None]:
+        """``next``, also saying what it ended; ``expected``: the selection to end (else
+        SelectionLost). The release and the first claim share one transaction."""
+        assignment, crm = await self.list_of(owner, assignment_id)
+        hopper = HopperKey.of(assignment_id, segment_ids)
+        released, made, selection = await self.selections.move_on(
+            owner,
+            user_id,
+            lambda: self.store.claim_next(owner, user_id, hopper, mode=WorkMode.LIST),
+            expected=expected,
+            qualifies=self._qualifies(assignment, hopper),
+            qualifies_params=in_list_params(assignment, self.hopper.clock()),
+        )
+        if (
+            made is not None
+            and made.selection is not None
+            and made.needs_refill(self.hopper.low_water)
+        ):
+            self.hopper.refill_soon(owner, assignment, crm, hopper)
+        if selection is None:
+            selection = await self.claim(owner, user_id, assignment_id, segment_ids)
+        return released, selection
 
     async def claim(
         self,
@@ -102,8 +149,9 @@ class NextCustomer:
                 continue
             if claim.needs_refill(self.hopper.low_water):
                 self.hopper.refill_soon(owner, assignment, crm, hopper)
-            qualifies = in_list(assignment, hopper.segment_ids, self.hopper.clock())
-            if await self.selections.record(selection, qualifies):
+            qualifies = self._qualifies(assignment, hopper)
+            now = in_list_params(assignment, self.hopper.clock())
+            if await self.selections.record(selection, qualifies, now):
                 return selection
             # A stale candidate (worked or selected meanwhile): let it go, take the next.
             await self.selections.drop(selection)

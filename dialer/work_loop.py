@@ -249,16 +249,25 @@ class WorkLoop:
         if choice is NextAction.CONTINUE:
             return Step(await self._screen(user, selection))
         step = Step()
-        released = await self.selections.release(
-            owner, selection.customer_id, user.id, token=selection.token
-        )
-        if released is not None:
-            step.released.append(released)
         if choice is NextAction.MY_WORK:
+            released = await self.selections.release(
+                owner, selection.customer_id, user.id, token=selection.token
+            )
+            if released is not None:
+                step.released.append(released)
             await self._forget(owner, user.id)  # ends list work (and predictive dialing)
             return step
         work = await self._work_list(owner, user.id) or WorkList(int(selection.assignment_id or 0))
-        return await self._claim(user, work, step)
+        # The release and the next claim go together (one transaction on the hot path).
+        released, claimed = await self.dialer.move_on(
+            owner, user.id, work.assignment_id, work.segment_ids or None, expected=selection
+        )
+        if released is not None:
+            step.released.append(released)
+        if claimed is not None:
+            step.selected.append(claimed)
+            step.screen = await self._screen(user, claimed)
+        return step
 
     async def _held(self, user: User, customer_id: int, token: int) -> Selection:
         """The user's live selection of this customer with this token, or selection_lost."""
@@ -273,7 +282,6 @@ class WorkLoop:
             if customer is None or customer.assignment_id is None:
                 raise NotFound("no such customer")
             assignment, _crm = await self.dialer.list_of(user.data_owner_id, customer.assignment_id)
-            visible = await self._visible_ids(conn, user)
             return await screens.customer_screen(
                 conn,
                 user,
@@ -282,7 +290,7 @@ class WorkLoop:
                 token=selection.token,
                 mode=selection.mode,
                 since=to_datetime(selection.since),
-                visible_assignment_ids=visible,
+                visible_assignment_ids=None,  # those the user may see, read with the panel
                 now=self.clock(),
             )
 

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.db import fencing
 from domain.db import repositories as repo
-from domain.errors import NotFound, SelectionLost
+from domain.errors import NotFound, SelectionLost, UserHasSelection
 from domain.model import WorkMode
 from presence.selections import (
+    Claim,
     Holder,
     NotHolder,
     Rebuilt,
@@ -124,39 +125,92 @@ class SelectionService:
         return selection
 
     async def record(
-        self, selection: Selection, qualifies: ColumnElement[bool] | None = None
+        self,
+        selection: Selection,
+        qualifies: ColumnElement[bool] | None = None,
+        qualifies_params: Mapping[str, Any] | None = None,
     ) -> bool:
         """Record a selection Redis made. False: the row refused it (``qualifies`` failed, or it
-        was released meanwhile) or Redis no longer holds it; the caller drops it."""
-        async with self.engine.connect() as conn:
-            transaction = await conn.begin()
-            try:
-                recorded = await fencing.record_selected(
+        was released meanwhile) or Redis no longer holds it; the caller drops it.
+        ``qualifies_params``: values of bind parameters ``qualifies`` names, if any."""
+        async with self.engine.begin() as conn:
+            recorded = await self._record_in(conn, selection, qualifies, qualifies_params)
+        return recorded and await self._confirm(selection)
+
+    async def _record_in(
+        self,
+        conn: AsyncConnection,
+        selection: Selection,
+        qualifies: ColumnElement[bool] | None,
+        qualifies_params: Mapping[str, Any] | None,
+    ) -> bool:
+        return await fencing.record_selected(
+            conn,
+            owner=selection.owner,
+            customer_id=selection.customer_id,
+            user_id=selection.user_id,
+            token=selection.token,
+            at=to_datetime(selection.since),
+            assignment_id=selection.assignment_id,
+            segment_id=selection.segment_id,
+            mode=selection.mode,
+            qualifies=qualifies,
+            qualifies_params=qualifies_params,
+        )
+
+    async def _still_held(self, selection: Selection) -> bool:
+        return await self.store.check_token(
+            selection.owner, selection.customer_id, selection.user_id, selection.token
+        )
+
+    async def _confirm(self, selection: Selection) -> bool:
+        """After a selection's record committed: does Redis still hold it? A loss of Redis
+        whose rebuild read the database just before that commit left it out (a row lock does
+        not stop that read). Then the record is undone, so the database never fences writes in
+        for a holder Redis does not know (rule 8). False: undone, the caller drops it."""
+        owner = selection.owner
+        for _ in range(NOT_READY_RETRIES):
+            if await self._still_held(selection):
+                return True
+            if await self.store.is_ready(owner):
+                break  # loaded, and without it (or released meanwhile): undo
+            await self.ensure_ready(owner)  # lost and not loaded yet: the load sees the record
+        else:
+            if await self._still_held(selection):
+                return True
+        async with self.engine.begin() as conn:
+            former = await fencing.record_released(
+                conn,
+                owner=owner,
+                customer_id=selection.customer_id,
+                token=selection.token,
+                by_user_id=selection.user_id,
+                at=datetime.now(UTC),
+            )
+            if former == selection.user_id:  # not ended by somebody else meanwhile
+                await fencing.add_released_history(
                     conn,
-                    owner=selection.owner,
                     customer_id=selection.customer_id,
                     user_id=selection.user_id,
                     token=selection.token,
-                    at=to_datetime(selection.since),
+                    by_user_id=selection.user_id,
                     assignment_id=selection.assignment_id,
-                    segment_id=selection.segment_id,
-                    mode=selection.mode,
-                    qualifies=qualifies,
+                    at=datetime.now(UTC),
                 )
-                # Checked with the row locked: a Redis that lost this lock (FLUSHALL) before the
-                # commit must not leave the database naming a holder Redis does not know.
-                if recorded:
-                    recorded = await self.store.check_token(
-                        selection.owner, selection.customer_id, selection.user_id, selection.token
-                    )
-                if recorded:
-                    await transaction.commit()
-                else:
-                    await transaction.rollback()
-                return recorded
-            except BaseException:
-                await transaction.rollback()
-                raise
+        return False
+
+    async def _settle_release(self, released: Released) -> None:
+        """After a release committed: a loss of Redis whose rebuild read the database just
+        before that commit put the lock back. Let go of it again, or the customer would stay
+        out of play with no holder in the database."""
+        owner = released.owner
+        if await self.store.check_token(
+            owner, released.customer_id, released.user_id, released.token
+        ):
+            with contextlib.suppress(SelectionLost, StoreNotReady):
+                await self.store.release(
+                    owner, released.customer_id, released.user_id, token=released.token
+                )
 
     async def drop(self, selection: Selection) -> None:
         """Undo a selection in Redis that the database refused (never recorded: no history)."""
@@ -198,8 +252,7 @@ class SelectionService:
         token: int | None,
         supervisor: bool,
     ) -> Released | None:
-        await self.ensure_ready(owner)
-        held = await self.store.holder(owner, customer_id)
+        held = await self.store.holder(owner, customer_id)  # NOT_READY: release() loads
         if held is None:
             if token is not None:
                 raise SelectionLost(customer_id)
@@ -208,6 +261,14 @@ class SelectionService:
             raise SelectionLost(customer_id, held.user_id)
         if not supervisor and held.user_id != by_user_id:
             raise NotHolder(customer_id, held.user_id, held.since)
+        return await self._release_held(owner, held, by_user_id, supervisor=supervisor)
+
+    async def _release_held(
+        self, owner: int, held: Selection, by_user_id: int, *, supervisor: bool
+    ) -> Released | None:
+        """End the selection ``held`` (as Redis showed it a moment ago): recorded with its
+        history row, then let go in Redis, then committed. None: nobody held it any more."""
+        customer_id = held.customer_id
         now = datetime.now(UTC)
         released: Released | None = None
         try:
@@ -215,13 +276,17 @@ class SelectionService:
                 transaction = await conn.begin()
                 try:
                     # Database first, row locked, then Redis, then commit: once Redis shows the
-                    # customer free, no write of the old holder passes the fence (rule 8).
-                    await fencing.record_released(
+                    # customer free, no write of the old holder passes the fence (rule 8). The
+                    # history row names the holder Redis showed: release.lua lets go only of
+                    # that very selection (same token), or the transaction rolls back.
+                    await fencing.record_release(
                         conn,
                         owner=owner,
                         customer_id=customer_id,
                         token=held.token,
+                        holder_user_id=held.user_id,
                         by_user_id=by_user_id,
+                        assignment_id=held.assignment_id,
                         at=now,
                     )
                     released = await self.store.release(
@@ -230,17 +295,7 @@ class SelectionService:
                     if released is None:
                         await transaction.rollback()
                         return None
-                    await fencing.add_released_history(
-                        conn,
-                        customer_id=customer_id,
-                        user_id=released.user_id,
-                        token=released.token,
-                        by_user_id=by_user_id,
-                        assignment_id=released.assignment_id,
-                        at=now,
-                    )
                     await transaction.commit()
-                    return released
                 except BaseException:
                     await transaction.rollback()
                     raise
@@ -250,12 +305,14 @@ class SelectionService:
                 # would keep fencing writes in for a holder Redis no longer knows.
                 await self._record_release_again(owner, released, by_user_id, now)
             raise
+        await self._settle_release(released)
+        return released
 
     async def _record_release_again(
         self, owner: int, released: Released, by_user_id: int, at: datetime
     ) -> None:
         for _ in range(NOT_READY_RETRIES):
-            with contextlib.suppress(Exception):
+            try:
                 async with self.engine.begin() as conn:
                     await fencing.record_released(
                         conn,
@@ -275,19 +332,124 @@ class SelectionService:
                         at=at,
                     )
                 return
+            except Exception:  # the database is briefly away: go again, a little later
+                await asyncio.sleep(0.05)
 
     async def release_user(self, owner: int, user_id: int) -> Released | None:
         """Rule 7: the user stops work or moves on; ends whatever it holds. None: nothing."""
         for _ in range(NOT_READY_RETRIES * 2):
-            await self.ensure_ready(owner)
             try:
                 current = await self.store.current(owner, user_id)
-                if current is None:
-                    return None
-                return await self.release(owner, current.customer_id, user_id, token=current.token)
+            except StoreNotReady:
+                await self.ensure_ready(owner)  # Redis lost its data: load, look again
+                continue
+            if current is None:
+                return None
+            try:
+                # The selection just read is the one to end: no second look-up of its holder.
+                return await self._release_held(owner, current, user_id, supervisor=False)
             except (SelectionLost, StoreNotReady):
                 continue  # ended meanwhile (a supervisor, a loss): look again
         return None
+
+    async def move_on(
+        self,
+        owner: int,
+        user_id: int,
+        claim: Callable[[], Awaitable[Claim]],
+        *,
+        expected: Selection | None = None,
+        qualifies: ColumnElement[bool] | None = None,
+        qualifies_params: Mapping[str, Any] | None = None,
+    ) -> tuple[Released | None, Claim | None, Selection | None]:
+        """Rule 7 then rule 10 in one transaction: end what the user holds (``expected``: that
+        selection, same token, or SelectionLost) and record the selection ``claim`` makes in
+        Redis in its place. Returns (released, the claim, the selection recorded); none
+        recorded: the claim found nobody or the record refused it (dropped again), so the
+        caller claims on the usual way."""
+        for _ in range(NOT_READY_RETRIES * 2):
+            try:
+                current = await self.store.current(owner, user_id)
+            except StoreNotReady:
+                await self.ensure_ready(owner)  # Redis lost its data: load, look again
+                continue
+            if expected is not None and (
+                current is None
+                or current.customer_id != expected.customer_id
+                or current.token != expected.token
+            ):
+                raise SelectionLost(expected.customer_id)
+            if current is None:
+                return None, None, None
+            try:
+                return await self._release_and_record(current, claim, qualifies, qualifies_params)
+            except StoreNotReady:
+                continue  # lost meanwhile: look again
+            except SelectionLost:
+                if expected is not None:
+                    raise
+                continue  # ended meanwhile (a supervisor): look again
+        return None, None, None
+
+    async def _release_and_record(
+        self,
+        held: Selection,
+        claim: Callable[[], Awaitable[Claim]],
+        qualifies: ColumnElement[bool] | None,
+        qualifies_params: Mapping[str, Any] | None,
+    ) -> tuple[Released | None, Claim | None, Selection | None]:
+        owner, customer_id = held.owner, held.customer_id
+        now = datetime.now(UTC)
+        released: Released | None = None
+        made: Claim | None = None
+        recorded = False
+        try:
+            async with self.engine.connect() as conn:
+                transaction = await conn.begin()
+                try:
+                    # The release as in _release_held: database first, then Redis.
+                    await fencing.record_release(
+                        conn,
+                        owner=owner,
+                        customer_id=customer_id,
+                        token=held.token,
+                        holder_user_id=held.user_id,
+                        by_user_id=held.user_id,
+                        assignment_id=held.assignment_id,
+                        at=now,
+                    )
+                    released = await self.store.release(
+                        owner, customer_id, held.user_id, token=held.token
+                    )
+                    if released is None:
+                        await transaction.rollback()
+                        return None, None, None
+                    with contextlib.suppress(StoreNotReady, UserHasSelection):
+                        made = await claim()  # nobody free, or a loss: the caller goes on
+                    if made is not None and made.selection is not None:
+                        # The record as in record(): confirmed in Redis after the commit.
+                        recorded = await self._record_in(
+                            conn, made.selection, qualifies, qualifies_params
+                        )
+                    await transaction.commit()
+                except BaseException:
+                    await transaction.rollback()
+                    raise
+        except Exception:
+            if released is not None:
+                # Redis let go but the commit failed: record the release again (see _release).
+                await self._record_release_again(owner, released, held.user_id, now)
+            if made is not None and made.selection is not None:
+                await self.drop(made.selection)
+            raise
+        await self._settle_release(released)
+        if made is None or made.selection is None:
+            return released, made, None
+        if recorded:
+            recorded = await self._confirm(made.selection)
+        if not recorded:
+            await self.drop(made.selection)  # refused (a stale candidate) or undone: let go
+        return released, made, made.selection if recorded else None
 
     async def current(self, owner: int, user_id: int) -> Selection | None:
         """Rule 9: the selection to put a reconnecting agent back into."""

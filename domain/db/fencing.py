@@ -17,7 +17,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Row,
+    Update,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.db import repositories as repo
@@ -87,27 +99,132 @@ class DurableHolder:
 async def fence(conn: AsyncConnection, customer_id: int, user_id: int, token: int) -> None:
     """Rule 8: lock the customer's row for this transaction, or raise SelectionLost when the
     user no longer holds it with this token. Call it first in every holder's write."""
-    await _fence_reading(conn, customer_id, user_id, token, c.id)
+    await _fence_reading(conn, customer_id, user_id, token, _FENCE)
+
+
+# Hot-path statements are built once with bind parameters: building a statement and its cache
+# key costs more CPU than running it. Names of the parameters: cid (customer), uid (user),
+# token, owner; names used in SET clauses differ from the column names (SQLAlchemy's rule).
+_FENCE_WHERE = (
+    c.id == bindparam("cid"),
+    c.holder_user_id == bindparam("uid"),
+    c.selection_token == bindparam("token"),
+)
+_FENCE = update(t.customers).where(*_FENCE_WHERE).values(version=c.version + 1).returning(c.id)
+_HELD_BY = select(c.holder_user_id).where(c.id == bindparam("cid"))
 
 
 async def _fence_reading(
-    conn: AsyncConnection, customer_id: int, user_id: int, token: int, *columns: Any
+    conn: AsyncConnection,
+    customer_id: int,
+    user_id: int,
+    token: int,
+    statement: Update,
+    **values: Any,
 ) -> Row[Any]:
-    """``fence``, returning ``columns`` of the locked row in the same statement."""
-    locked = (
-        await conn.execute(
-            update(t.customers)
-            .where(c.id == customer_id, c.holder_user_id == user_id, c.selection_token == token)
-            .values(version=c.version + 1)
-            .returning(*columns)
-        )
-    ).first()
+    """``fence`` with ``statement`` (an UPDATE of _FENCE_WHERE that bumps the version and
+    returns what the write needs of the locked row, in the same round trip); ``values``: its
+    other parameters. A refused fence writes nothing."""
+    params = {"cid": customer_id, "uid": user_id, "token": token, **values}
+    locked = (await conn.execute(statement, params)).first()
     if locked is None:
-        held_by = (
-            await conn.execute(select(c.holder_user_id).where(c.id == customer_id))
-        ).scalar_one_or_none()
+        held_by = (await conn.execute(_HELD_BY, {"cid": customer_id})).scalar_one_or_none()
         raise SelectionLost(customer_id, held_by)
     return locked
+
+
+# On PostgreSQL a write and its history row go in one statement (one round trip): the write
+# is a data-modifying CTE of the history INSERT. SQLite has no such CTEs: two statements there.
+_h = t.history.c
+_HISTORY_COLUMNS = ("customer_id", "at", "kind", "user_id", "assignment_id", "data")
+_HISTORY_VALUES = {
+    name: bindparam(f"h_{name}", type_=getattr(_h, name).type) for name in _HISTORY_COLUMNS
+}
+
+
+def _history_bound(event: HistoryEvent) -> dict[str, Any]:
+    """An event as the parameters of _HISTORY_VALUES."""
+    return {f"h_{k}": v for k, v in repo.history_params(event).items()}
+
+
+def _with_history(write: Update) -> Insert:
+    """INSERT the history row (_HISTORY_VALUES) after ``write``, a CTE of the same statement.
+
+    The row waits for the write (its WHERE reads the write's count): a write that waits for
+    the customer's row lock then takes its history id after the holder it waited for, so
+    history keeps the order the row lock gave (an unreferenced CTE would run after the INSERT).
+    """
+    written = write.returning(c.id).cte("write")
+    after_write = select(func.count()).select_from(written).scalar_subquery() >= 0
+    return (
+        insert(t.history)
+        .from_select(
+            list(_HISTORY_COLUMNS),
+            select(*(_HISTORY_VALUES[k] for k in _HISTORY_COLUMNS)).where(after_write),
+        )
+        .returning(_h.id)
+    )
+
+
+def _is_postgresql(conn: AsyncConnection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+_SELECTED_WHERE = (
+    c.id == bindparam("cid"),
+    c.data_owner_id == bindparam("owner"),
+    or_(c.selection_token.is_(None), c.selection_token < bindparam("token")),
+)
+_SELECTED_VALUES = {
+    "holder_user_id": bindparam("uid"),
+    "selection_token": bindparam("new_token"),
+    "selected_at": bindparam("at"),
+    "version": c.version + 1,
+}
+_selects: dict[tuple[int, bool], tuple[ColumnElement[bool] | None, Any]] = {}
+"""record_selected's UPDATE per ``qualifies`` expression (kept alive here, so its id stays its)."""
+
+# Redis just proved the user holds nothing else (rule 4): an older holding the database still
+# names was left by a crash between a Redis release and its recording.
+_CLEAR_OLDER_HOLDINGS = (
+    update(t.customers)
+    .where(
+        c.data_owner_id == bindparam("owner"),
+        c.holder_user_id == bindparam("uid"),
+        c.id != bindparam("cid"),
+        c.selection_token < bindparam("token"),
+    )
+    .values(holder_user_id=None, selected_at=None)
+)
+
+
+def _select_statement(qualifies: ColumnElement[bool] | None, postgresql: bool) -> Any:
+    key = (id(qualifies), postgresql)
+    cached = _selects.get(key)
+    if cached is not None and cached[0] is qualifies:
+        return cached[1]
+    if len(_selects) > 256:
+        _selects.clear()
+    conditions = [*_SELECTED_WHERE] if qualifies is None else [*_SELECTED_WHERE, qualifies]
+    statement: Any = (
+        update(t.customers).where(*conditions).values(**_SELECTED_VALUES).returning(c.id)
+    )
+    if postgresql:
+        # One round trip: the selection, the older holdings cleared (only when the selection
+        # was written) and the 'selected' history row (returned: none when refused).
+        written = statement.cte("selected")
+        older = _CLEAR_OLDER_HOLDINGS.where(select(written.c.id).exists()).cte("older")
+        statement = (
+            insert(t.history)
+            .from_select(
+                list(_HISTORY_COLUMNS),
+                select(written.c.id, *(_HISTORY_VALUES[k] for k in _HISTORY_COLUMNS[1:])),
+            )
+            .returning(_h.id)
+            .add_cte(older)
+        )
+    _selects[key] = (qualifies, statement)
+    return statement
 
 
 async def record_selected(
@@ -122,55 +239,47 @@ async def record_selected(
     segment_id: int | None,
     mode: WorkMode,
     qualifies: ColumnElement[bool] | None = None,
+    qualifies_params: Mapping[str, Any] | None = None,
 ) -> bool:
     """Write a selection Redis just made; False when the row refuses it (``qualifies`` no longer
-    holds, or a newer token is already recorded: the selection was released meanwhile)."""
-    conditions = [
-        c.id == customer_id,
-        c.data_owner_id == owner,
-        or_(c.selection_token.is_(None), c.selection_token < token),
-    ]
-    if qualifies is not None:
-        conditions.append(qualifies)
-    row = (
-        await conn.execute(
-            update(t.customers)
-            .where(*conditions)
-            .values(
-                holder_user_id=user_id,
-                selection_token=token,
-                selected_at=at,
-                version=c.version + 1,
-            )
-            .returning(c.id)
-        )
-    ).first()
+    holds, or a newer token is already recorded: the selection was released meanwhile).
+    ``qualifies_params``: values of the bind parameters ``qualifies`` names, if any (reusing
+    one such expression for many selections spares building the statement each time)."""
+    ids = {"cid": customer_id, "owner": owner, "uid": user_id, "token": token}
+    event = HistoryEvent(
+        customer_id=customer_id,
+        kind=HistoryKind.SELECTED,
+        at=at,
+        user_id=user_id,
+        assignment_id=assignment_id,
+        data={"token": token, "mode": WorkMode(mode).value, "segment_id": segment_id},
+    )
+    params = {**ids, "new_token": token, "at": at, **(qualifies_params or {})}
+    postgresql = _is_postgresql(conn)
+    statement = _select_statement(qualifies, postgresql)
+    if postgresql:
+        row = (await conn.execute(statement, {**params, **_history_bound(event)})).first()
+        return row is not None
+    row = (await conn.execute(statement, params)).first()
     if row is None:
         return False
-    # Redis just proved the user holds nothing else (rule 4): an older holding the database
-    # still names was left by a crash between a Redis release and its recording.
-    await conn.execute(
-        update(t.customers)
-        .where(
-            c.data_owner_id == owner,
-            c.holder_user_id == user_id,
-            c.id != customer_id,
-            c.selection_token < token,
-        )
-        .values(holder_user_id=None, selected_at=None)
-    )
-    await repo.add_history(
-        conn,
-        HistoryEvent(
-            customer_id=customer_id,
-            kind=HistoryKind.SELECTED,
-            at=at,
-            user_id=user_id,
-            assignment_id=assignment_id,
-            data={"token": token, "mode": WorkMode(mode).value, "segment_id": segment_id},
-        ),
-    )
+    await conn.execute(_CLEAR_OLDER_HOLDINGS, ids)
+    await repo.add_history(conn, event)
     return True
+
+
+_BEFORE_RELEASE = select(c.holder_user_id, c.selection_token, c.assignment_id).where(
+    c.id == bindparam("cid"), c.data_owner_id == bindparam("owner")
+)
+_RELEASE = (
+    update(t.customers)
+    .where(
+        c.id == bindparam("cid"),
+        c.data_owner_id == bindparam("owner"),
+        or_(c.selection_token.is_(None), c.selection_token <= bindparam("token")),
+    )
+    .values(holder_user_id=None, selected_at=None, selection_token=bindparam("new_token"))
+)
 
 
 async def record_released(
@@ -184,24 +293,60 @@ async def record_released(
 ) -> int | None:
     """Clear the holder of selection ``token`` (also when its selection is not recorded yet: the
     token stays, so that late record is refused). Returns the former holder, or None."""
-    before = (
-        await conn.execute(
-            select(c.holder_user_id, c.selection_token, c.assignment_id).where(
-                c.id == customer_id, c.data_owner_id == owner
-            )
-        )
-    ).first()
+    before = (await conn.execute(_BEFORE_RELEASE, {"cid": customer_id, "owner": owner})).first()
     if before is None:
         return None
-    await conn.execute(
-        update(t.customers)
-        .where(
-            c.id == customer_id,
-            or_(c.selection_token.is_(None), c.selection_token <= token),
-        )
-        .values(holder_user_id=None, selected_at=None, selection_token=token)
-    )
+    await _clear_holder(conn, owner, customer_id, token)
     return before.holder_user_id if before.selection_token == token else None
+
+
+async def _clear_holder(conn: AsyncConnection, owner: int, customer_id: int, token: int) -> None:
+    await conn.execute(
+        _RELEASE, {"cid": customer_id, "owner": owner, "token": token, "new_token": token}
+    )
+
+
+async def record_release(
+    conn: AsyncConnection,
+    *,
+    owner: int,
+    customer_id: int,
+    token: int,
+    holder_user_id: int,
+    by_user_id: int,
+    assignment_id: int | None,
+    at: datetime,
+) -> None:
+    """Rules 7, 24: clear the holder of selection ``token`` (as ``record_released``) and write
+    the release's history row, for a caller that knows the holder (Redis told it)."""
+    event = _released_event(customer_id, holder_user_id, token, by_user_id, assignment_id, at)
+    clear = {"cid": customer_id, "owner": owner, "token": token, "new_token": token}
+    if _is_postgresql(conn):
+        await conn.execute(_RELEASE_WITH_HISTORY, {**clear, **_history_bound(event)})
+        return
+    await conn.execute(_RELEASE, clear)
+    await repo.add_history(conn, event)
+
+
+_RELEASE_WITH_HISTORY = _with_history(_RELEASE)
+
+
+def _released_event(
+    customer_id: int,
+    user_id: int,
+    token: int,
+    by_user_id: int,
+    assignment_id: int | None,
+    at: datetime,
+) -> HistoryEvent:
+    return HistoryEvent(
+        customer_id=customer_id,
+        kind=HistoryKind.RELEASED,
+        at=at,
+        user_id=by_user_id,
+        assignment_id=assignment_id,
+        data={"token": token, "holder_user_id": user_id, "by_user_id": by_user_id},
+    )
 
 
 async def add_released_history(
@@ -216,15 +361,7 @@ async def add_released_history(
 ) -> None:
     """Rule 24: a release, with whose selection it was and who ended it."""
     await repo.add_history(
-        conn,
-        HistoryEvent(
-            customer_id=customer_id,
-            kind=HistoryKind.RELEASED,
-            at=at,
-            user_id=by_user_id,
-            assignment_id=assignment_id,
-            data={"token": token, "holder_user_id": user_id, "by_user_id": by_user_id},
-        ),
+        conn, _released_event(customer_id, user_id, token, by_user_id, assignment_id, at)
     )
 
 
@@ -282,6 +419,56 @@ async def durable_holders(conn: AsyncConnection, owner: int) -> tuple[list[Durab
 # Holders' writes: each passes the fence first -------------------------------------------------
 
 
+# SQLite renders RETURNING columns unqualified, so these subqueries name the customer by the
+# bound id and through an alias: nothing in them depends on correlating with the fenced row.
+_fenced = t.customers.alias("fenced")
+_has_follow_ups = (
+    select(t.follow_ups.c.id)
+    .where(t.follow_ups.c.customer_id == bindparam("cid"), t.follow_ups.c.ended_at.is_(None))
+    .exists()
+    .label("has_follow_ups")
+)
+_FENCE_FOR_OUTCOME = (
+    update(t.customers)
+    .where(*_FENCE_WHERE)
+    .values(version=c.version + 1)
+    .returning(
+        c.status,
+        c.assignment_id,
+        select(t.assignments.c.flow)
+        .where(
+            t.assignments.c.id
+            == select(_fenced.c.assignment_id)
+            .where(_fenced.c.id == bindparam("cid"))
+            .scalar_subquery()
+        )
+        .scalar_subquery()
+        .label("flow"),
+        _has_follow_ups,
+    )
+)
+# Rule 13: the fence counts the attempt too (every refusal after it rolls the count back).
+_FENCE_FOR_ATTEMPT = (
+    update(t.customers)
+    .where(*_FENCE_WHERE)
+    .values(
+        version=c.version + 1,
+        attempts=c.attempts + 1,
+        last_attempt_at=bindparam("attempt_at"),
+        updated_at=bindparam("now"),
+    )
+    .returning(c.status, c.assignment_id, _has_follow_ups, c.attempts)
+)
+_SET_STATUS = (
+    update(t.customers)
+    .where(c.id == bindparam("cid"))
+    .values(status=bindparam("new_status"), updated_at=bindparam("now"))
+)
+
+
+_SET_STATUS_WITH_HISTORY = _with_history(_SET_STATUS)
+
+
 async def record_attempt(
     conn: AsyncConnection,
     holding: Holding,
@@ -292,16 +479,24 @@ async def record_attempt(
 ) -> int:
     """Rules 13, 14 as the holder's write: count the attempt, make the follow-up a
     call_back_later asks for, write history. Returns the new attempt count."""
-    await fence(conn, holding.customer_id, holding.user_id, holding.token)
     kind = AttemptKind(kind)
-    row = (
-        await conn.execute(select(c.status, c.assignment_id).where(c.id == holding.customer_id))
-    ).one()
+    row = await _fence_reading(
+        conn,
+        holding.customer_id,
+        holding.user_id,
+        holding.token,
+        _FENCE_FOR_ATTEMPT,
+        attempt_at=now,
+        now=repo.utcnow(),
+    )
     if row.assignment_id is None:
         raise Invalid("the customer is in no assignment")
     plan = plan_attempt(kind, row.status or "", holding.user_id, call_back_at, now)
-    await end_follow_ups(conn, holding, row.assignment_id, "attempt", now)
-    count = await repo.record_attempt(
+    if row.has_follow_ups:  # the fence's read says whether there is any to end
+        await end_follow_ups(conn, holding, row.assignment_id, "attempt", now)
+    # The fence's UPDATE already counted it (repo.record_attempt's counting, same values).
+    count = row.attempts
+    await repo.add_attempt(
         conn,
         Attempt(
             customer_id=holding.customer_id,
@@ -394,24 +589,8 @@ async def record_outcome(
     """Rules 15, 18 as the holder's write: a valid transition of the assignment's flow with its
     details, open follow-ups ended, the outcome's own follow-up made, history written."""
     # The fence's own UPDATE reads what the outcome needs: one statement on the hot path.
-    # SQLite renders RETURNING columns unqualified, so these subqueries name the customer by
-    # value and through an alias: nothing in them depends on correlating with the fenced row.
-    fenced = t.customers.alias("fenced")
-    assignment_id = select(fenced.c.assignment_id).where(fenced.c.id == holding.customer_id)
-    flow = select(t.assignments.c.flow).where(t.assignments.c.id == assignment_id.scalar_subquery())
-    fu = t.follow_ups.c
-    open_follow_ups = select(fu.id).where(
-        fu.customer_id == holding.customer_id, fu.ended_at.is_(None)
-    )
     row = await _fence_reading(
-        conn,
-        holding.customer_id,
-        holding.user_id,
-        holding.token,
-        c.status,
-        c.assignment_id,
-        flow.scalar_subquery().label("flow"),
-        open_follow_ups.exists().label("has_follow_ups"),
+        conn, holding.customer_id, holding.user_id, holding.token, _FENCE_FOR_OUTCOME
     )
     if row.assignment_id is None:
         raise Invalid("the customer is in no assignment")
@@ -421,28 +600,28 @@ async def record_outcome(
     outcome, clean = check_outcome(flow_from_json(row.flow), from_status, outcome_key, details)
     plan = plan_outcome_follow_up(outcome, holding.user_id, follow_up_at, now)
     # The fence bumped the version; the status change rides on that bump.
-    await conn.execute(
-        update(t.customers)
-        .where(c.id == holding.customer_id)
-        .values(status=outcome.to_status, updated_at=now)
+    status = {"cid": holding.customer_id, "new_status": outcome.to_status, "now": now}
+    event = HistoryEvent(
+        customer_id=holding.customer_id,
+        kind=HistoryKind.OUTCOME,
+        at=now,
+        user_id=holding.user_id,
+        assignment_id=row.assignment_id,
+        data={
+            "outcome": outcome.key,
+            "from_status": from_status,
+            "to_status": outcome.to_status,
+            "details": clean,
+            "token": holding.token,
+        },
     )
-    history_id = await repo.add_history(
-        conn,
-        HistoryEvent(
-            customer_id=holding.customer_id,
-            kind=HistoryKind.OUTCOME,
-            at=now,
-            user_id=holding.user_id,
-            assignment_id=row.assignment_id,
-            data={
-                "outcome": outcome.key,
-                "from_status": from_status,
-                "to_status": outcome.to_status,
-                "details": clean,
-                "token": holding.token,
-            },
-        ),
-    )
+    if _is_postgresql(conn):
+        history_id = (
+            await conn.execute(_SET_STATUS_WITH_HISTORY, {**status, **_history_bound(event)})
+        ).scalar_one()
+    else:
+        await conn.execute(_SET_STATUS, status)
+        history_id = await repo.add_history(conn, event)
     # A new outcome settles whatever follow-up the customer was waiting on (the fence's read
     # says whether there is any: most outcomes skip the look-up).
     ended: list[FollowUp] = []

@@ -12,7 +12,18 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, and_, func, insert, or_, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -396,14 +407,23 @@ async def visible_assignment_ids(conn: AsyncConnection, user: User) -> set[int]:
     without reading segments or counting customers)."""
     if not user.active:
         return set()
-    query = select(t.assignments.c.id).where(t.assignments.c.data_owner_id == user.data_owner_id)
-    if user.role is not Role.ADMIN:
-        query = query.where(
-            t.assignments.c.id.in_(
-                select(t.grants.c.assignment_id).where(t.grants.c.user_id == user.id)
-            )
+    if user.role is Role.ADMIN:
+        rows = await conn.execute(_ALL_ASSIGNMENT_IDS, {"owner": user.data_owner_id})
+    else:
+        rows = await conn.execute(
+            _GRANTED_ASSIGNMENT_IDS, {"owner": user.data_owner_id, "uid": user.id}
         )
-    return {r[0] for r in await conn.execute(query)}
+    return {r[0] for r in rows}
+
+
+_ALL_ASSIGNMENT_IDS = select(t.assignments.c.id).where(
+    t.assignments.c.data_owner_id == bindparam("owner")
+)
+_GRANTED_ASSIGNMENT_IDS = _ALL_ASSIGNMENT_IDS.where(
+    t.assignments.c.id.in_(
+        select(t.grants.c.assignment_id).where(t.grants.c.user_id == bindparam("uid"))
+    )
+)
 
 
 async def visible_assignments(conn: AsyncConnection, user: User) -> list[dict[str, Any]]:
@@ -556,14 +576,15 @@ async def get_customer(
     conn: AsyncConnection, data_owner_id: int, customer_id: int
 ) -> Customer | None:
     """The customer, or None when it does not exist or is another data owner's (rule 3)."""
-    row = (
-        await conn.execute(
-            select(t.customers).where(
-                t.customers.c.id == customer_id, t.customers.c.data_owner_id == data_owner_id
-            )
-        )
-    ).first()
+    row = (await conn.execute(_GET_CUSTOMER, {"cid": customer_id, "owner": data_owner_id})).first()
     return _customer(row) if row else None
+
+
+# Hot-path statements are built once with bind parameters: SQLAlchemy then skips building the
+# statement and its cache key on every call (most of a short statement's CPU cost).
+_GET_CUSTOMER = select(t.customers).where(
+    t.customers.c.id == bindparam("cid"), t.customers.c.data_owner_id == bindparam("owner")
+)
 
 
 async def get_customer_by_external_id(
@@ -627,44 +648,52 @@ def _jsonable(value: Any) -> Any:
 
 async def add_history(conn: AsyncConnection, event: HistoryEvent) -> int:
     """Append one event to the customer's history (rule 24); returns its id."""
-    result = await conn.execute(
-        insert(t.history)
-        .values(
-            customer_id=event.customer_id,
-            at=event.at,
-            kind=HistoryKind(event.kind).value,
-            user_id=event.user_id,
-            assignment_id=event.assignment_id,
-            data=_jsonable(event.data),
-        )
-        .returning(t.history.c.id)
-    )
+    result = await conn.execute(_ADD_HISTORY, history_params(event))
     return result.scalar_one()
+
+
+def history_params(event: HistoryEvent) -> dict[str, Any]:
+    """One history row as the parameters of an INSERT into history."""
+    return {
+        "customer_id": event.customer_id,
+        "at": event.at,
+        "kind": HistoryKind(event.kind).value,
+        "user_id": event.user_id,
+        "assignment_id": event.assignment_id,
+        "data": _jsonable(event.data),
+    }
+
+
+_ADD_HISTORY = insert(t.history).returning(t.history.c.id)
+_LIST_HISTORY = (
+    select(t.history).where(t.history.c.customer_id == bindparam("cid")).order_by(t.history.c.id)
+)
 
 
 async def list_history(conn: AsyncConnection, customer_id: int) -> list[HistoryEvent]:
     """The customer's history in the order it was written."""
-    rows = await conn.execute(
-        select(t.history).where(t.history.c.customer_id == customer_id).order_by(t.history.c.id)
+    rows = await conn.execute(_LIST_HISTORY, {"cid": customer_id})
+    return [history_event(r) for r in rows]
+
+
+def history_event(r: Row[Any]) -> HistoryEvent:
+    """A history row (with at least the history table's columns) as an event."""
+    return HistoryEvent(
+        customer_id=r.customer_id,
+        kind=HistoryKind(r.kind),
+        at=r.at,
+        user_id=r.user_id,
+        assignment_id=r.assignment_id,
+        data=dict(r.data or {}),
     )
-    return [
-        HistoryEvent(
-            customer_id=r.customer_id,
-            kind=HistoryKind(r.kind),
-            at=r.at,
-            user_id=r.user_id,
-            assignment_id=r.assignment_id,
-            data=dict(r.data or {}),
-        )
-        for r in rows
-    ]
 
 
 # ---------------------------------------------------------------------------------------------
 # Follow-ups
 
 
-def _follow_up(row: Row[Any]) -> FollowUp:
+def follow_up_of(row: Row[Any]) -> FollowUp:
+    """A follow_ups row (with at least the table's columns) as a FollowUp."""
     return FollowUp(
         id=row.id,
         customer_id=row.customer_id,
@@ -789,20 +818,27 @@ async def open_follow_ups_for_user(
     personal ones and every shared one; by due time. Feed to domain.followups.my_work."""
     if not assignment_ids:
         return []
-    fu = t.follow_ups
     rows = await conn.execute(
-        select(fu)
-        .where(
-            fu.c.ended_at.is_(None),
-            fu.c.assignment_id.in_(list(assignment_ids)),
-            or_(
-                and_(fu.c.kind == FollowUpKind.PERSONAL.value, fu.c.owner_user_id == user_id),
-                fu.c.kind == FollowUpKind.SHARED.value,
-            ),
-        )
-        .order_by(fu.c.due_at, fu.c.id)
+        OPEN_FOLLOW_UPS_FOR_USER, {"uid": user_id, "aids": sorted(assignment_ids)}
     )
-    return [_follow_up(r) for r in rows]
+    return [follow_up_of(r) for r in rows]
+
+
+OPEN_FOLLOW_UPS_FOR_USER = (
+    select(t.follow_ups)
+    .where(
+        t.follow_ups.c.ended_at.is_(None),
+        t.follow_ups.c.assignment_id.in_(bindparam("aids", expanding=True)),
+        or_(
+            and_(
+                t.follow_ups.c.kind == FollowUpKind.PERSONAL.value,
+                t.follow_ups.c.owner_user_id == bindparam("uid"),
+            ),
+            t.follow_ups.c.kind == FollowUpKind.SHARED.value,
+        ),
+    )
+    .order_by(t.follow_ups.c.due_at, t.follow_ups.c.id)
+)
 
 
 async def open_follow_ups_for_customer(conn: AsyncConnection, customer_id: int) -> list[FollowUp]:
@@ -812,7 +848,7 @@ async def open_follow_ups_for_customer(conn: AsyncConnection, customer_id: int) 
         .where(fu.c.customer_id == customer_id, fu.c.ended_at.is_(None))
         .order_by(fu.c.due_at, fu.c.id)
     )
-    return [_follow_up(r) for r in rows]
+    return [follow_up_of(r) for r in rows]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -823,24 +859,36 @@ async def record_attempt(conn: AsyncConnection, attempt: Attempt) -> int:
     """Record an attempt (rule 13): a row in `attempts`, customers.attempts + 1 and
     last_attempt_at = attempt.at. Returns the customer's new attempt count. Follow-ups that a
     call_back_later makes are the caller's (domain.followups.plan_attempt + create_follow_up)."""
-    await conn.execute(
-        insert(t.attempts).values(
-            customer_id=attempt.customer_id,
-            assignment_id=attempt.assignment_id,
-            user_id=attempt.user_id,
-            kind=attempt.kind.value,
-            at=attempt.at,
-            call_back_at=attempt.call_back_at,
-        )
-    )
+    await add_attempt(conn, attempt)
     result = await conn.execute(
-        update(t.customers)
-        .where(t.customers.c.id == attempt.customer_id)
-        .values(
-            attempts=t.customers.c.attempts + 1,
-            last_attempt_at=attempt.at,
-            updated_at=utcnow(),
-        )
-        .returning(t.customers.c.attempts)
+        _COUNT_ATTEMPT, {"cid": attempt.customer_id, "attempt_at": attempt.at, "now": utcnow()}
     )
     return result.scalar_one()
+
+
+async def add_attempt(conn: AsyncConnection, attempt: Attempt) -> None:
+    """The attempt's row alone (the customer's counters are the caller's)."""
+    await conn.execute(
+        _ADD_ATTEMPT,
+        {
+            "customer_id": attempt.customer_id,
+            "assignment_id": attempt.assignment_id,
+            "user_id": attempt.user_id,
+            "kind": attempt.kind.value,
+            "at": attempt.at,
+            "call_back_at": attempt.call_back_at,
+        },
+    )
+
+
+_ADD_ATTEMPT = insert(t.attempts)
+_COUNT_ATTEMPT = (
+    update(t.customers)
+    .where(t.customers.c.id == bindparam("cid"))
+    .values(
+        attempts=t.customers.c.attempts + 1,
+        last_attempt_at=bindparam("attempt_at"),
+        updated_at=bindparam("now"),
+    )
+    .returning(t.customers.c.attempts)
+)

@@ -10,7 +10,7 @@ from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.db import repositories as repo
@@ -18,7 +18,16 @@ from domain.db import tables as t
 from domain.errors import NotFound
 from domain.flows import AVAILABLE, Outcome, valid_outcomes
 from domain.followups import my_work, side_panel
-from domain.model import Assignment, Customer, FollowUp, HistoryEvent, User, WorkMode
+from domain.model import (
+    Assignment,
+    Customer,
+    FollowUp,
+    FollowUpKind,
+    HistoryEvent,
+    Role,
+    User,
+    WorkMode,
+)
 from domain.next_actions import next_options
 
 HISTORY_LIMIT = 200
@@ -98,18 +107,96 @@ async def user_names(conn: AsyncConnection, ids: Iterable[int | None]) -> dict[i
     wanted = sorted({i for i in ids if i is not None})
     if not wanted:
         return {}
-    rows = await conn.execute(select(t.users.c.id, t.users.c.name).where(t.users.c.id.in_(wanted)))
+    rows = await conn.execute(_USER_NAMES, {"ids": wanted})
     return {r.id: r.name for r in rows}
+
+
+# Built once: the screen's reads run on every hand-out (see repositories' hot-path note).
+_USER_NAMES = select(t.users.c.id, t.users.c.name).where(
+    t.users.c.id.in_(bindparam("ids", expanding=True))
+)
+_CUSTOMER_NAMES = select(t.customers.c.id, t.customers.c.name).where(
+    t.customers.c.id.in_(bindparam("ids", expanding=True))
+)
 
 
 async def customer_names(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, str]:
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    rows = await conn.execute(
-        select(t.customers.c.id, t.customers.c.name).where(t.customers.c.id.in_(wanted))
-    )
+    rows = await conn.execute(_CUSTOMER_NAMES, {"ids": wanted})
     return {r.id: r.name for r in rows}
+
+
+_HISTORY_NAMED = (
+    select(t.history, t.users.c.name.label("user_name"))
+    .select_from(t.history.outerjoin(t.users, t.users.c.id == t.history.c.user_id))
+    .where(t.history.c.customer_id == bindparam("cid"))
+    .order_by(t.history.c.id)
+)
+
+
+async def _history_with_names(
+    conn: AsyncConnection, customer_id: int
+) -> tuple[list[HistoryEvent], dict[int, str]]:
+    """The customer's last HISTORY_LIMIT events (repo.list_history) and their users' names."""
+    rows = (await conn.execute(_HISTORY_NAMED, {"cid": customer_id})).all()[-HISTORY_LIMIT:]
+    events = [repo.history_event(r) for r in rows]
+    return events, {r.user_id: r.user_name for r in rows if r.user_id is not None}
+
+
+_fu = t.follow_ups.c
+_a = t.assignments.c
+# The side panel's follow-ups (domain.followups.side_panel picks from these): the user's open
+# personal ones and the overdue shared ones, each with its customer's name. A shared one not
+# due yet is not shown, so it is not read either.
+_PANEL_FOLLOW_UPS = (
+    select(t.follow_ups, t.customers.c.name.label("customer_name"))
+    .join_from(t.follow_ups, t.customers, t.customers.c.id == _fu.customer_id)
+    .where(
+        _fu.ended_at.is_(None),
+        or_(
+            and_(_fu.kind == FollowUpKind.PERSONAL.value, _fu.owner_user_id == bindparam("uid")),
+            and_(_fu.kind == FollowUpKind.SHARED.value, _fu.due_at < bindparam("now")),
+        ),
+    )
+    .order_by(_fu.due_at, _fu.id)
+)
+_PANEL_IN = _PANEL_FOLLOW_UPS.where(_fu.assignment_id.in_(bindparam("aids", expanding=True)))
+# Rule 3 in the same read (repo.visible_assignment_ids as a subquery): one round trip less.
+_PANEL_ADMIN = _PANEL_FOLLOW_UPS.where(
+    _fu.assignment_id.in_(select(_a.id).where(_a.data_owner_id == bindparam("owner")))
+)
+_PANEL_GRANTED = _PANEL_FOLLOW_UPS.where(
+    _fu.assignment_id.in_(
+        select(_a.id).where(
+            _a.data_owner_id == bindparam("owner"),
+            _a.id.in_(
+                select(t.grants.c.assignment_id).where(t.grants.c.user_id == bindparam("uid"))
+            ),
+        )
+    )
+)
+
+
+async def _follow_ups_with_names(
+    conn: AsyncConnection, user: User, assignment_ids: Collection[int] | None, now: datetime
+) -> tuple[list[FollowUp], dict[int, str]]:
+    """The side panel's open follow-ups in the given assignments (None: those the user may
+    see), with the names of their customers."""
+    params: dict[str, Any] = {"uid": user.id, "now": now}
+    if assignment_ids is not None:
+        if not assignment_ids:
+            return [], {}
+        statement = _PANEL_IN
+        params["aids"] = sorted(assignment_ids)
+    elif not user.active:
+        return [], {}
+    else:
+        statement = _PANEL_ADMIN if user.role is Role.ADMIN else _PANEL_GRANTED
+        params["owner"] = user.data_owner_id
+    rows = (await conn.execute(statement, params)).all()
+    return [repo.follow_up_of(r) for r in rows], {r.customer_id: r.customer_name for r in rows}
 
 
 async def customer_screen(
@@ -121,20 +208,17 @@ async def customer_screen(
     token: int,
     mode: WorkMode,
     since: datetime,
-    visible_assignment_ids: Collection[int],
+    visible_assignment_ids: Collection[int] | None = None,
     now: datetime,
 ) -> dict[str, Any]:
     """Rule 16-18: card, status, the outcomes valid from it, next options (default first),
-    history and side panel, with the selection token every write presents (rule 8)."""
+    history and side panel, with the selection token every write presents (rule 8). The side
+    panel covers ``visible_assignment_ids`` (None: the assignments the user may see)."""
     status = customer.status or AVAILABLE
-    history = (await repo.list_history(conn, customer.id))[-HISTORY_LIMIT:]
-    follow_ups = await repo.open_follow_ups_for_user(conn, user.id, visible_assignment_ids)
+    # Two reads, each with the names it shows (joined): a screen is built on every hand-out.
+    history, users = await _history_with_names(conn, customer.id)
+    follow_ups, names = await _follow_ups_with_names(conn, user, visible_assignment_ids, now)
     panel = side_panel(follow_ups, user.id, now)
-    users = await user_names(conn, [e.user_id for e in history])
-    names = await customer_names(
-        conn,
-        [f.customer_id for f in (*panel.upcoming_mine, *panel.overdue_mine, *panel.overdue_shared)],
-    )
     statuses = {s.key: s.name for s in assignment.flow.statuses}
     return {
         "customer": customer_card(customer),
