@@ -281,7 +281,7 @@ class WorkLoop:
             customer = await repo.get_customer(conn, user.data_owner_id, selection.customer_id)
             if customer is None or customer.assignment_id is None:
                 raise NotFound("no such customer")
-            assignment, _crm = await self.dialer.list_of(user.data_owner_id, customer.assignment_id)
+            assignment, crm = await self.dialer.list_of(user.data_owner_id, customer.assignment_id)
             return await screens.customer_screen(
                 conn,
                 user,
@@ -292,6 +292,7 @@ class WorkLoop:
                 since=to_datetime(selection.since),
                 visible_assignment_ids=None,  # those the user may see, read with the panel
                 now=self.clock(),
+                crm=crm,
             )
 
     async def _visible_ids(self, conn: Any, user: User) -> set[int]:

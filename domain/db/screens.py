@@ -20,6 +20,7 @@ from domain.flows import AVAILABLE, Outcome, valid_outcomes
 from domain.followups import my_work, side_panel
 from domain.model import (
     Assignment,
+    Crm,
     Customer,
     FollowUp,
     FollowUpKind,
@@ -64,6 +65,14 @@ def customer_card(customer: Customer) -> dict[str, Any]:
         "attempts": customer.attempts,
         "last_attempt_at": iso(customer.last_attempt_at),
     }
+
+
+def info_field_rows(crm: Crm | None) -> list[dict[str, Any]]:
+    """The CRM's info fields in its order: what the card shows and edits, with labels and types
+    (every defined field, also one the customer has no value for yet)."""
+    if crm is None:
+        return []
+    return [{"key": f.key, "label": f.label, "type": f.type.value} for f in crm.info_fields]
 
 
 def outcome_row(outcome: Outcome) -> dict[str, Any]:
@@ -210,6 +219,7 @@ async def customer_screen(
     since: datetime,
     visible_assignment_ids: Collection[int] | None = None,
     now: datetime,
+    crm: Crm | None = None,
 ) -> dict[str, Any]:
     """Rule 16-18: card, status, the outcomes valid from it, next options (default first),
     history and side panel, with the selection token every write presents (rule 8). The side
@@ -222,6 +232,7 @@ async def customer_screen(
     statuses = {s.key: s.name for s in assignment.flow.statuses}
     return {
         "customer": customer_card(customer),
+        "info_fields": info_field_rows(crm),
         "assignment_id": str(assignment.id),
         "assignment_name": assignment.name,
         "segment_id": sid(customer.segment_id),
@@ -273,8 +284,10 @@ async def customer_details(
         raise NotFound("no such customer")
     history = (await repo.list_history(conn, customer.id))[-HISTORY_LIMIT:]
     users = await user_names(conn, [e.user_id for e in history])
+    crm = await repo.get_crm(conn, customer.crm_id, data_owner_id=owner)
     return customer, {
         "customer": customer_card(customer),
+        "info_fields": info_field_rows(crm),
         "assignment_id": sid(customer.assignment_id),
         "segment_id": sid(customer.segment_id),
         "status": customer.status,

@@ -13,7 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.db import repositories as repo
 from domain.flows import AVAILABLE, CustomerFlow, DetailField, Outcome, Status
-from domain.model import AssignmentSetup, CrmKind, FieldType, FollowUpKind, Role, User
+from domain.model import (
+    AssignmentSetup,
+    CrmKind,
+    FieldType,
+    FollowUpKind,
+    InfoField,
+    Role,
+    User,
+)
 from realtime.tokens import issue_token
 
 FLOW = CustomerFlow(
@@ -65,7 +73,9 @@ async def make_shop(
     tag = uuid.uuid4().hex[:10]
     async with engine.begin() as conn:
         owner = await repo.create_data_owner(conn, f"shop-{tag}", id=new_owner_id())
-        crm = await repo.create_crm(conn, owner.id, "CRM", CrmKind.B2C, ())
+        crm = await repo.create_crm(
+            conn, owner.id, "CRM", CrmKind.B2C, (InfoField("municipality", "Municipality"),)
+        )
         assignment = await repo.create_assignment(
             conn, owner.id, crm.id, "Calls", flow, setup, ["North", "South"]
         )

@@ -338,6 +338,14 @@ async def test_rule_05_only_the_holder_edits_crm_fields(
         }
         refused(await b.request("customer.edit", info={"x": 1}, **fields), "selection_lost")
         refused(await a.request("customer.edit", info={"unknown": 1}, **fields), "invalid")
+        # The screen and the details name the CRM's fields, also one with no value yet.
+        defined = [{"key": "municipality", "label": "Municipality", "type": "text"}]
+        assert screen["info_fields"] == defined and "municipality" not in screen["customer"]["info"]
+        edited = ok(await a.request("customer.edit", info={"municipality": "Bodø"}, **fields))
+        assert edited["info"]["municipality"] == "Bodø"
+        details = ok(await b.request("customer.get", customer_id=screen["customer"]["id"]))
+        assert details["info_fields"] == defined
+        assert details["customer"]["info"]["municipality"] == "Bodø"
     finally:
         await a.close()
         await b.close()

@@ -69,7 +69,10 @@ FLOW = CustomerFlow(
         ),
     ),
 )
-INFO_FIELDS = (InfoField("municipality", "Municipality", FieldType.TEXT),)
+INFO_FIELDS = (
+    InfoField("municipality", "Municipality", FieldType.TEXT),
+    InfoField("customer_since", "Customer since", FieldType.DATE),  # no customer has a value
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

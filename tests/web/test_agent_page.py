@@ -108,5 +108,14 @@ async def test_info_fields_are_edited_on_the_customer_screen(tenant, log_in):
     field = page.locator("#info-form").get_by_label("Municipality")
     await expect(field).to_have_value("Bergen")
     await field.fill("Tromsø")
+    # A field the CRM defines but the customer has no value for: shown with its label and type.
+    since = page.locator("#info-form").get_by_label("Customer since")
+    await expect(since).to_have_attribute("type", "date")
+    await expect(since).to_have_value("")
+    await since.fill("2024-05-17")
     await page.get_by_role("button", name="Save fields").click()
     await expect(page.locator("#info-status")).to_have_text("Fields saved.", timeout=WAIT_MS)
+    await page.reload()
+    await expect(page.locator("#info-form").get_by_label("Customer since")).to_have_value(
+        "2024-05-17", timeout=WAIT_MS
+    )

@@ -337,7 +337,7 @@ function renderDetails(data) {
     h(
       "div",
       { class: "details-grid" },
-      h("section", { class: "panel" }, h("h2", { text: t("screen.card") }), cardList(c), infoList(c.info)),
+      h("section", { class: "panel" }, h("h2", { text: t("screen.card") }), cardList(c), infoList(c.info, data.info_fields)),
       h("section", { class: "panel" }, h("h2", { text: t("screen.history") }), historyList(data.history)),
     ),
   );
@@ -435,7 +435,7 @@ function renderScreen(s) {
           { class: "panel", "aria-labelledby": "card-h" },
           h("h2", { id: "card-h", text: t("screen.card") }),
           cardList(c),
-          infoForm(c, form),
+          infoForm(c, form, s.info_fields),
         ),
       ),
       h(
@@ -511,14 +511,28 @@ function cardList(c) {
   return h("dl", { class: "kv" }, rows.map(([k, v]) => [h("dt", { text: k }), h("dd", {}, v)]));
 }
 
-function infoList(info) {
-  const entries = Object.entries(info ?? {});
+function infoList(info, defined) {
+  const entries = infoEntries(info, defined);
   if (!entries.length) return null;
   return h(
     "dl",
     { class: "kv" },
-    entries.map(([k, v]) => [h("dt", { text: fieldLabel(k) }), h("dd", { text: displayValue(v) })]),
+    entries.map(({ key, label, value }) => [h("dt", { text: label }), h("dd", { text: displayValue(value) })]),
   );
+}
+
+/**
+ * The card's info fields: the CRM's definitions in order (label, type; also fields with no value
+ * yet), then any value with no definition, labelled from its key and typed from its value.
+ */
+function infoEntries(info, defined) {
+  const values = info ?? {};
+  const entries = (defined ?? []).map((f) => ({ key: f.key, label: f.label, type: f.type, value: values[f.key] ?? null }));
+  const known = new Set(entries.map((e) => e.key));
+  for (const [key, value] of Object.entries(values)) {
+    if (!known.has(key)) entries.push({ key, label: fieldLabel(key), type: fieldType(value), value });
+  }
+  return entries;
 }
 
 function displayValue(v) {
@@ -527,7 +541,7 @@ function displayValue(v) {
   return String(v);
 }
 
-/** The screen carries info values, not their definitions: label from the key, type from the value. */
+/** For a value the CRM does not define: label from the key, type from the value. */
 function fieldLabel(key) {
   const text = key.replace(/_/g, " ");
   return text.charAt(0).toUpperCase() + text.slice(1);
@@ -540,13 +554,12 @@ function fieldType(value) {
   return "text";
 }
 
-function infoForm(c, form) {
-  const entries = Object.entries(c.info ?? {});
+function infoForm(c, form, defined) {
+  const entries = infoEntries(c.info, defined);
   if (!entries.length) return null;
   const status = h("p", { class: "muted small", id: "info-status", role: "status" });
-  const fields = entries.map(([key, value]) => {
+  const fields = entries.map(({ key, label, type, value }) => {
     const id = nextId("info");
-    const type = fieldType(value);
     const input =
       type === "bool"
         ? h("input", { type: "checkbox", id, checked: Boolean(value) })
@@ -558,7 +571,7 @@ function infoForm(c, form) {
           });
     input.dataset.key = key;
     form.info.set(key, { input, type, original: value });
-    return h("div", { class: `field ${type === "bool" ? "inline" : ""}` }, h("label", { for: id, text: fieldLabel(key) }), input);
+    return h("div", { class: `field ${type === "bool" ? "inline" : ""}` }, h("label", { for: id, text: label }), input);
   });
   return h(
     "form",
