@@ -41,6 +41,17 @@ def plan_attempt(
     return FollowUpPlan(FollowUpKind.PERSONAL, at, user_id)
 
 
+def attempt_ends_follow_ups(kind: AttemptKind, status: str) -> bool:
+    """Does an attempt settle the customer's open follow-ups (they leave My Work)?
+
+    A `call_back_later` replaces them with its own. A `no_answer` on an `available` customer
+    sends it back into the list (rule 13), which reaches it again. A `no_answer` on a customer
+    in any other status leaves them open: that customer is in no list, so its follow-up is the
+    only way anyone calls it again (it stays in My Work, overdue, until reached or rescheduled).
+    """
+    return AttemptKind(kind) is not AttemptKind.NO_ANSWER or status == AVAILABLE
+
+
 def plan_outcome_follow_up(
     outcome: Outcome, user_id: int, at: datetime | None, now: datetime
 ) -> FollowUpPlan | None:

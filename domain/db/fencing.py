@@ -38,7 +38,12 @@ from domain.db.codec import flow_from_json
 from domain.errors import Invalid, NotFound, SelectionLost
 from domain.fields import coerce_value
 from domain.flows import AVAILABLE, check_outcome
-from domain.followups import FollowUpPlan, plan_attempt, plan_outcome_follow_up
+from domain.followups import (
+    FollowUpPlan,
+    attempt_ends_follow_ups,
+    plan_attempt,
+    plan_outcome_follow_up,
+)
 from domain.model import (
     Attempt,
     AttemptKind,
@@ -492,7 +497,8 @@ async def record_attempt(
     if row.assignment_id is None:
         raise Invalid("the customer is in no assignment")
     plan = plan_attempt(kind, row.status or "", holding.user_id, call_back_at, now)
-    if row.has_follow_ups:  # the fence's read says whether there is any to end
+    # The fence's read says whether there is any to end.
+    if row.has_follow_ups and attempt_ends_follow_ups(kind, row.status or ""):
         await end_follow_ups(conn, holding, row.assignment_id, "attempt", now)
     # The fence's UPDATE already counted it (repo.record_attempt's counting, same values).
     count = row.attempts

@@ -12,6 +12,7 @@ from domain.errors import Invalid
 from domain.flows import AVAILABLE, Outcome
 from domain.followups import (
     FollowUpPlan,
+    attempt_ends_follow_ups,
     end_of_day,
     my_work,
     plan_attempt,
@@ -40,6 +41,16 @@ def test_rule_13_no_answer_takes_no_time() -> None:
 
 def test_rule_13_no_answer_creates_nothing_in_any_status() -> None:
     assert plan_attempt(AttemptKind.NO_ANSWER, "interested", ME, None, NOW) is None
+
+
+def test_rule_13_no_answer_keeps_the_follow_ups_of_a_customer_in_no_list() -> None:
+    # Available: back into the list, which reaches it again; a follow-up it waited on is done.
+    assert attempt_ends_follow_ups(AttemptKind.NO_ANSWER, AVAILABLE)
+    # Any other status: the follow-up is the only way back to the customer, so it stays.
+    assert not attempt_ends_follow_ups(AttemptKind.NO_ANSWER, "interested")
+    # A call back later replaces whatever was planned, in every status.
+    assert attempt_ends_follow_ups(AttemptKind.CALL_BACK_LATER, AVAILABLE)
+    assert attempt_ends_follow_ups(AttemptKind.CALL_BACK_LATER, "interested")
 
 
 def test_rule_14_call_back_later_on_available_is_shared() -> None:

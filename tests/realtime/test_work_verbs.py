@@ -127,6 +127,37 @@ async def test_rule_13_no_answer_counts_an_attempt_and_refuses_a_time(
         await agent.close()
 
 
+async def test_rule_13_no_answer_keeps_a_personal_follow_up_in_my_work(
+    nodes: tuple[Node, Node], new_shop: Any
+) -> None:
+    shop = await new_shop(customers=1)
+    agent = await connect(nodes[0].ws, shop.token(shop.agents[0]))
+    try:
+        screen = await start(agent, shop)
+        customer = screen["customer"]["id"]
+        screen = ok(
+            await agent.request(
+                "customer.save", customer_id=customer, selection_token=screen["selection_token"],
+                outcome_id="interested", follow_up_at=later(0.6), next="continue",
+            )
+        )["screen"]  # fmt: skip
+        reply = ok(
+            await agent.request(
+                "customer.attempt", customer_id=customer, selection_token=screen["selection_token"],
+                kind="no_answer", next="continue",
+            )
+        )  # fmt: skip
+        assert reply["screen"]["customer"]["attempts"] == 1
+        # Not available, so in no list: the personal follow-up is how the agent gets back to it.
+        panel = reply["screen"]["side_panel"]
+        assert [f["customer_id"] for f in panel["upcoming_mine"]] == [customer]
+        details = ok(await agent.request("customer.get", customer_id=customer))
+        kinds = [h["kind"] for h in details["history"]]
+        assert "follow_up_created" in kinds and "follow_up_ended" not in kinds
+    finally:
+        await agent.close()
+
+
 async def test_rule_14_16_call_back_later_lands_in_my_work_shared_or_personal(
     nodes: tuple[Node, Node], new_shop: Any
 ) -> None:
