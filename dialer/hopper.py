@@ -25,7 +25,7 @@ from domain.db.repositories import utcnow
 from domain.flows import AVAILABLE
 from domain.listing import INFO_PREFIX
 from domain.model import Assignment, Crm, FieldType
-from presence.keys import HopperKey, owner_prefix
+from presence.keys import HopperKey, due_key, owner_prefix
 from presence.selections import Refilled, SelectionStore
 
 c = t.customers.c
@@ -36,6 +36,12 @@ LOW_WATER = 200
 load, and a refill (one indexed query) is rare."""
 
 LOCK_MS = 5000
+DUE_RECHECK_S = 1.0
+"""How stale this process's view of the next due shared follow-up of a hopper may get: one
+made on another node jumps a full hopper at most this long after falling due (rule 11)."""
+DAY_MS = 86_400_000
+UPCOMING = 1000
+"""How many of the soonest future shared follow-ups a refill notes as coming due."""
 
 # Deletes the refill lock only when it is still ours (it may have expired and been retaken).
 UNLOCK = """
@@ -165,16 +171,53 @@ async def candidates(
         return [(r[0], r[1]) for r in await conn.execute(query)]
     # Due shared follow-ups come before every other customer (rule 11): the query's own order,
     # over the few rows the partial index ix_customers_shared_due finds.
-    due = candidate_query(
-        assignment, crm, now, segment_ids=segment_ids, limit=limit, dialect=conn.dialect.name
-    ).where(_due(now))
-    found = [(r[0], r[1]) for r in await conn.execute(due)]
+    found = await due_candidates(conn, assignment, crm, now, segment_ids=segment_ids, limit=limit)
     for where, order in slices:
         if len(found) >= limit:
             break
         query = select(c.id, c.segment_id).where(*where).order_by(*order)
         found += [(r[0], r[1]) for r in await conn.execute(query.limit(limit - len(found)))]
     return found
+
+
+async def due_candidates(
+    conn: AsyncConnection,
+    assignment: Assignment,
+    crm: Crm | None,
+    now: datetime,
+    *,
+    segment_ids: Collection[int] | None = None,
+    limit: int = REFILL_BATCH,
+) -> list[tuple[int, int | None]]:
+    """The candidates whose shared follow-up is due (rule 11), in the list's order: the few rows
+    the partial index ix_customers_shared_due finds."""
+    due = candidate_query(
+        assignment, crm, now, segment_ids=segment_ids, limit=limit, dialect=conn.dialect.name
+    ).where(_due(now))
+    return [(r[0], r[1]) for r in await conn.execute(due)]
+
+
+async def upcoming_follow_ups(
+    conn: AsyncConnection, assignment_id: int, now: datetime, limit: int = UPCOMING
+) -> dict[int, datetime]:
+    """The soonest future shared follow-ups of unselected available customers of the
+    assignment: customer id -> due time."""
+    rows = await conn.execute(
+        select(c.id, c.shared_follow_up_at)
+        .where(
+            c.assignment_id == assignment_id,
+            c.shared_follow_up_at > now,
+            c.holder_user_id.is_(None),
+            c.status == AVAILABLE,
+        )
+        .order_by(c.shared_follow_up_at)
+        .limit(limit)
+    )
+    return {r.id: r.shared_follow_up_at for r in rows}
+
+
+def epoch_ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
 
 
 SLICED_KEYS = ("segment_priority", "attempts", "last_attempt_at")
@@ -293,6 +336,9 @@ class Hopper:
         self.lock_ms = lock_ms
         self._unlock = store.redis.register_script(UNLOCK)
         self._background: dict[tuple[int, HopperKey], asyncio.Task[RefillResult]] = {}
+        self._next_due: dict[tuple[int, HopperKey], tuple[int | None, float]] = {}
+        """Per hopper: when (epoch ms) the next shared follow-up falls due that it has not put
+        first yet (None: none known), and when (monotonic) that was read from Redis."""
 
     async def refill(
         self, owner: int, assignment: Assignment, crm: Crm | None, hopper: HopperKey
@@ -305,16 +351,25 @@ class Hopper:
         try:
             started = time.perf_counter()
             queued = await self.store.hopper_length(owner, hopper)
+            now = self.clock()
             async with self.engine.connect() as conn:
+                # Due shared follow-ups go before the candidates already waiting (rule 11).
+                due = await due_candidates(
+                    conn, assignment, crm, now, segment_ids=hopper.segment_ids, limit=self.batch
+                )
                 found = await candidates(
                     conn,
                     assignment,
                     crm,
-                    self.clock(),
+                    now,
                     segment_ids=hopper.segment_ids,
                     limit=self.batch + queued,  # the queued ones come back first: skipped
                 )
+                upcoming = await upcoming_follow_ups(conn, assignment.id, now)
+            if due:
+                await self.store.refill(owner, hopper, due, front=True)
             refilled = await self.store.refill(owner, hopper, found)
+            await self._note_upcoming(owner, assignment.id, upcoming)
             return RefillResult(refilled, len(found), (time.perf_counter() - started) * 1000)
         finally:
             await self._unlock(keys=[key], args=[me])
@@ -330,6 +385,75 @@ class Hopper:
         task = asyncio.create_task(self.refill(owner, assignment, crm, hopper))
         task.add_done_callback(_quiet)
         self._background[slot] = task
+
+    # Rule 11 to the second: a shared follow-up falling due jumps a full hopper ----------------
+
+    async def note_due(
+        self, owner: int, assignment_id: int, customer_id: int, at: datetime
+    ) -> None:
+        """A shared follow-up of the customer falls due at ``at``: the assignment's hoppers put
+        it first then (this process's at once, other processes' within DUE_RECHECK_S)."""
+        await self._note_upcoming(owner, assignment_id, {customer_id: at})
+
+    async def _note_upcoming(
+        self, owner: int, assignment_id: int, upcoming: dict[int, datetime]
+    ) -> None:
+        if not upcoming:
+            return
+        await self.store.redis.zadd(
+            due_key(owner, assignment_id), {str(k): epoch_ms(v) for k, v in upcoming.items()}
+        )
+        for slot in [s for s in self._next_due if s[0] == owner]:
+            if slot[1].assignment_id == assignment_id:
+                del self._next_due[slot]
+
+    async def put_due_first(
+        self, owner: int, assignment: Assignment, crm: Crm | None, hopper: HopperKey
+    ) -> int:
+        """Before a claim: when a shared follow-up has fallen due since this hopper last looked,
+        put the due customers before every candidate waiting (rule 11). Returns how many; most
+        calls only compare two numbers."""
+        slot = (owner, hopper)
+        now = self.clock()
+        known = self._next_due.get(slot)
+        if known is None or time.monotonic() - known[1] > DUE_RECHECK_S:
+            known = self._next_due[slot] = (
+                await self._read_next_due(owner, hopper),
+                time.monotonic(),
+            )
+        if known[0] is None or known[0] > epoch_ms(now):
+            return 0
+        key = lock_key(owner, hopper) + ":due"
+        me = secrets.token_hex(8)
+        if not await self.store.redis.set(key, me, nx=True, px=self.lock_ms):
+            return 0  # another process is doing it right now
+        try:
+            async with self.engine.connect() as conn:
+                due = await due_candidates(
+                    conn, assignment, crm, now, segment_ids=hopper.segment_ids, limit=self.batch
+                )
+            if due:
+                await self.store.refill(owner, hopper, due, front=True)
+            # Up to the time the query saw: one falling due later is still ahead. Entries a day
+            # past due were put first by every hopper in use by now: let them go.
+            await self.store.redis.set(hopper.promoted_key(owner), epoch_ms(now))
+            await self.store.redis.zremrangebyscore(
+                due_key(owner, hopper.assignment_id), "-inf", epoch_ms(now) - DAY_MS
+            )
+            self._next_due.pop(slot, None)
+            return len(due)
+        finally:
+            await self._unlock(keys=[key], args=[me])
+
+    async def _read_next_due(self, owner: int, hopper: HopperKey) -> int | None:
+        """The first due time (ms) in the assignment's due set after the hopper's last look."""
+        redis = self.store.redis
+        done = await redis.get(hopper.promoted_key(owner))
+        low = f"({int(done)}" if done is not None else "-inf"
+        first = await redis.zrangebyscore(
+            due_key(owner, hopper.assignment_id), low, "+inf", start=0, num=1, withscores=True
+        )
+        return int(first[0][1]) if first else None
 
     async def drain(self) -> None:
         """Wait for background refills (shutdown, tests)."""

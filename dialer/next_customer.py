@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Collection
+from datetime import datetime
 
 from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -62,6 +63,12 @@ class NextCustomer:
             cached = self._lists[(owner, assignment_id)] = (assignment, crm)
         return cached
 
+    async def note_due(
+        self, owner: int, assignment_id: int, customer_id: int, at: datetime
+    ) -> None:
+        """A shared follow-up was made: its customer goes first in the list once it is due."""
+        await self.hopper.note_due(owner, assignment_id, customer_id, at)
+
     def forget(self, owner: int, assignment_id: int) -> None:
         """The setup changed: read it again on the next claim."""
         self._lists.pop((owner, assignment_id), None)
@@ -102,6 +109,7 @@ class NextCustomer:
         SelectionLost). The release and the first claim share one transaction."""
         assignment, crm = await self.list_of(owner, assignment_id)
         hopper = HopperKey.of(assignment_id, segment_ids)
+        await self.hopper.put_due_first(owner, assignment, crm, hopper)
         released, made, selection = await self.selections.move_on(
             owner,
             user_id,
@@ -130,6 +138,7 @@ class NextCustomer:
         """The next right customer for a user holding nothing; None: nobody is free now."""
         assignment, crm = await self.list_of(owner, assignment_id)
         hopper = HopperKey.of(assignment_id, segment_ids)
+        await self.hopper.put_due_first(owner, assignment, crm, hopper)
         for _ in range(self.max_tries):
             try:
                 claim = await self.store.claim_next(owner, user_id, hopper, mode=WorkMode.LIST)

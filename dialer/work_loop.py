@@ -21,7 +21,7 @@ from domain.db import fencing, screens
 from domain.db import repositories as repo
 from domain.db.sms_outbox import enqueue_outcome_sms
 from domain.errors import Forbidden, Invalid, NotFound, SelectionLost, UserHasSelection
-from domain.model import Assignment, AttemptKind, NextAction, User, WorkMode
+from domain.model import Assignment, AttemptKind, FollowUpKind, NextAction, User, WorkMode
 from domain.next_actions import check_next
 from presence.keys import owner_prefix
 from presence.selections import Released, Selection
@@ -156,6 +156,11 @@ class WorkLoop:
                 self.clock(),
                 call_back_at=at,
             )
+        if at is not None and selection.assignment_id is not None:
+            # Shared on an available customer (rule 14): first in the list once due (rule 11).
+            await self.dialer.note_due(
+                user.data_owner_id, int(selection.assignment_id), customer_id, at
+            )
         return await self._go_next(user, selection, choice)
 
     # Rules 15, 17, 18: outcomes ------------------------------------------------------------
@@ -196,6 +201,11 @@ class WorkLoop:
                     user_id=user.id,
                     now=now,
                 )
+        made = result.follow_up
+        if made is not None and made.kind is FollowUpKind.SHARED:
+            await self.dialer.note_due(
+                user.data_owner_id, result.assignment_id, customer_id, made.due_at
+            )
         return await self._go_next(user, selection, choice)
 
     async def edit(

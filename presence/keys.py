@@ -41,6 +41,12 @@ def ready_key(owner: int) -> str:
     return f"{owner_prefix(owner)}ready"
 
 
+def due_key(owner: int, assignment_id: int) -> str:
+    """ZSET: customer id -> when (epoch ms) its shared follow-up in the assignment falls due.
+    A hopper that sees one fall due puts the due customers first (rule 11)."""
+    return f"{owner_prefix(owner)}due:{int(assignment_id)}"
+
+
 @dataclass(frozen=True)
 class HopperKey:
     """Names one hopper: the list work of one assignment over a set of segments (None: all)."""
@@ -63,6 +69,10 @@ class HopperKey:
     def key(self, owner: int) -> str:
         """ZSET: candidate customer ids, score = hand-out order."""
         return f"{owner_prefix(owner)}hop:{self.assignment_id}:{self.segment_set}"
+
+    def promoted_key(self, owner: int) -> str:
+        """String: up to when (epoch ms) due shared follow-ups were put first in this hopper."""
+        return f"{owner_prefix(owner)}hopdue:{self.assignment_id}:{self.segment_set}"
 
     def segments_key(self, owner: int) -> str:
         """Hash: candidate customer id -> its segment id, for the selection a claim makes."""

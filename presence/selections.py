@@ -336,8 +336,11 @@ class SelectionStore:
         owner: int,
         hopper: HopperKey,
         candidates: Iterable[int | tuple[int, int | None]],
+        *,
+        front: bool = False,
     ) -> Refilled:
-        """Append candidates in order (id, or (id, segment id)); held or queued ones are skipped."""
+        """Append candidates in order (id, or (id, segment id)); held or queued ones are skipped.
+        ``front``: put them before every candidate waiting instead, queued ones moved up too."""
         pairs: list[str] = []
         for candidate in candidates:
             if isinstance(candidate, tuple):
@@ -347,9 +350,13 @@ class SelectionStore:
             pairs += [str(int(customer_id)), _arg_id(segment_id)]
         added, length = 0, await self.hopper_length(owner, hopper)
         keys = [hopper.key(owner), hopper.segments_key(owner)]
-        for start in range(0, len(pairs), 2 * REFILL_BATCH):
+        mode = "front" if front else "back"
+        starts = range(0, len(pairs), 2 * REFILL_BATCH)
+        for start in reversed(starts) if front else starts:  # front: the last batch goes first
             batch = pairs[start : start + 2 * REFILL_BATCH]
-            reply = await self._run(owner, self.scripts.refill, keys, [owner_prefix(owner), *batch])
+            reply = await self._run(
+                owner, self.scripts.refill, keys, [owner_prefix(owner), mode, *batch]
+            )
             added += int(reply[0])
             length = int(reply[1])
         return Refilled(added, length)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from list_work import ListWork, Stack
+from list_work import ListWork, Stack, make_stack
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dialer.work_loop import WorkLoop
@@ -17,6 +17,7 @@ from domain.db import repositories as repo
 from domain.errors import Invalid, InvalidTransition, SelectionLost, UserHasSelection
 from domain.flows import AVAILABLE, CustomerFlow, DetailField, Outcome, Status
 from domain.model import AssignmentSetup, AttemptKind, FieldType, FollowUpKind, NextAction
+from presence.keys import HopperKey
 
 FLOW = CustomerFlow(
     statuses=(
@@ -138,6 +139,38 @@ async def test_rule_13_max_attempts_takes_the_customer_out_of_the_list(
             await work_loop.attempt(agent, cid(screen), token(screen), AttemptKind.NO_ANSWER)
         ).screen
     assert screen is None
+
+
+async def test_rule_11_a_shared_follow_up_falling_due_jumps_a_full_hopper(
+    engine: AsyncEngine, redis_url: str, new_list: Any
+) -> None:
+    clock = Clock()
+    # No refills after the first: the hopper keeps every customer queued before the follow-up.
+    stack = make_stack(engine, redis_url, clock=clock, low_water=0)
+    try:
+        work_loop = WorkLoop(engine, stack.selections, stack.dialer, clock=clock)
+        work = await a_list(new_list, n=30)
+        agent, colleague = work.agents
+        screen = (await work_loop.start(agent, work.assignment_id)).screen
+        assert screen is not None
+        first, due = cid(screen), clock.now + timedelta(minutes=20)
+        step = await work_loop.attempt(
+            agent, first, token(screen), AttemptKind.CALL_BACK_LATER, at=due,
+            next_action=NextAction.NEXT_FROM_LIST,
+        )  # fmt: skip
+        for _ in range(3):  # held back before its time (rule 11)
+            assert step.screen is not None and cid(step.screen) != first
+            step = await work_loop.attempt(
+                agent, cid(step.screen), token(step.screen), AttemptKind.NO_ANSWER,
+                next_action=NextAction.NEXT_FROM_LIST,
+            )  # fmt: skip
+        assert len(await stack.store.hopper_ids(work.owner, HopperKey.of(work.assignment_id))) > 20
+        clock.now = due + timedelta(seconds=1)
+        # Due now: the next claim hands it out before the 20-odd customers queued ahead of it.
+        started = (await work_loop.start(colleague, work.assignment_id)).screen
+        assert started is not None and cid(started) == first
+    finally:
+        await stack.aclose()
 
 
 async def test_rule_14_call_back_later_is_shared_on_available_and_personal_otherwise(

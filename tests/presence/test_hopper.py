@@ -47,6 +47,18 @@ async def test_rule_10_refill_appends_after_waiting_candidates(
     assert await store.hopper_ids(owner, HOPPER) == [5, 6, 7, 4]
 
 
+async def test_rule_11_due_follow_ups_go_before_waiting_candidates(
+    store: SelectionStore, owner: int
+) -> None:
+    await store.refill(owner, HOPPER, [5, 6, 7])
+    await store.select(owner, 50, 8)  # held: never queued, also not in front
+    refilled = await store.refill(owner, HOPPER, [9, 6, 8, 3], front=True)
+    assert (refilled.added, refilled.length) == (2, 5)  # 6 was waiting: moved up, not added
+    assert await store.hopper_ids(owner, HOPPER) == [9, 6, 3, 5, 7]
+    claim = await store.claim_next(owner, 1, HOPPER)
+    assert claim.selection is not None and claim.selection.customer_id == 9
+
+
 async def test_rule_12_claim_skips_and_drops_held_customers(
     store: SelectionStore, owner: int
 ) -> None:
