@@ -6,14 +6,16 @@ through the service layer (NextCustomer, SelectionService, fencing.record_outcom
 BENCH_CLAIMS_SECONDS (default 20) or BENCH_CLAIMS_MAX claims (default 40,000), whichever ends
 first. Every outcome is progressive (the customer leaves `available`), so no customer may be
 handed out twice at all: duplicates are counted in this process and again from the database's
-history. Beside it, the same run times Hopper.refill of 1,000 candidates from the full table and
-a bare EVALSHA loop on the same Redis client with as many tasks, as baselines.
+history. Beside it, the same run times Hopper.refill of 1,000 candidates from the full table,
+a bare EVALSHA loop on the same Redis client with as many tasks, and (PostgreSQL) the floor: the
+same loop's database statements alone, prepared, on raw asyncpg connections, as baselines.
 
 PostgreSQL from DATABASE_URL, in a fresh schema dropped at the end; unset, a SQLite file in a
 temporary directory. Redis from REDIS_URL, else an embedded redis-server. The data owner gets a
 random large id and its Redis keys are deleted at the end. The last output line is JSON:
 {"bench": "claims", "claims_per_s": .., "p50_ms": .., "p99_ms": .., "duplicates": 0,
- "redis_evalsha_per_s": .., "refill_1000_ms": .., "customers": N, "database": "postgresql"}
+ "redis_evalsha_per_s": .., "db_floor_loops_per_s": .., "refill_1000_ms": .., "customers": N,
+ "database": "postgresql"}
 """
 
 from __future__ import annotations
@@ -245,6 +247,102 @@ async def evalsha_per_s(client: Any, tasks: int, seconds: float) -> float:
     return calls / (time.perf_counter() - started)
 
 
+FLOOR_SECONDS = 8.0
+FLOOR_CONNECTIONS = int(os.environ.get("BENCH_CLAIMS_POOL") or 32)  # as the engine's pool
+# One claim -> outcome -> next loop's database work as bare SQL (what the service layer sends on
+# PostgreSQL, follow-ups and Redis aside): the outcome (fence, then status + history), then the
+# move on (release + history, next selection + history), two transactions.
+FLOOR_FENCE = (
+    "UPDATE customers SET version = version + 1"
+    " WHERE id = $1 AND holder_user_id = $2 AND selection_token = $3 RETURNING status"
+)
+FLOOR_OUTCOME = (
+    "WITH w AS (UPDATE customers SET status = 'sale', updated_at = now() WHERE id = $1"
+    " RETURNING id) INSERT INTO history (customer_id, at, kind, user_id, assignment_id, data)"
+    " SELECT $1, now(), 'outcome', $2, $3, '{}'::json FROM w"
+)
+FLOOR_RELEASE = (
+    "WITH w AS (UPDATE customers SET holder_user_id = NULL, selected_at = NULL WHERE id = $1"
+    " AND selection_token <= $3 RETURNING id) INSERT INTO history (customer_id, at, kind,"
+    " user_id, assignment_id, data) SELECT $1, now(), 'released', $2, $4, '{}'::json FROM w"
+)
+FLOOR_SELECT = (
+    "WITH w AS (UPDATE customers SET holder_user_id = $2, selection_token = $3,"
+    " selected_at = now(), version = version + 1 WHERE id = $1 AND status = 'available'"
+    " AND holder_user_id IS NULL RETURNING id) INSERT INTO history (customer_id, at, kind,"
+    " user_id, assignment_id, data) SELECT $1, now(), 'selected', $2, $4, '{}'::json FROM w"
+)
+
+
+async def database_floor(engine: AsyncEngine, bench: Bench, tasks: int) -> float | None:
+    """Loops per second of the same database work alone (FLOOR_*), prepared statements on raw
+    asyncpg connections, ``tasks`` concurrent tasks, on customers the agents did not reach: the
+    ceiling any service layer on this machine's database stays under. None on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return None
+    import asyncpg
+
+    url = engine.url.set(drivername="postgresql")
+    search_path = engine.dialect.default_schema_name
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        search_path = (await raw.driver_connection.fetchval("SHOW search_path")) or search_path
+    await engine.dispose()  # its connections back to the server: as many again here
+    pool = await asyncpg.create_pool(
+        url.render_as_string(hide_password=False),
+        min_size=FLOOR_CONNECTIONS,
+        max_size=FLOOR_CONNECTIONS,
+        server_settings={"search_path": search_path},
+    )
+    try:
+        async with pool.acquire() as c:
+            free = [
+                r[0]
+                for r in await c.fetch(
+                    "SELECT id FROM customers WHERE assignment_id = $1 AND status = 'available'"
+                    " AND holder_user_id IS NULL ORDER BY id DESC LIMIT $2",
+                    bench.assignment_id,
+                    200_000,
+                )
+            ]
+        ids = iter(free)
+        token = iter(range(10**12, 10**13))
+        deadline = time.perf_counter() + FLOOR_SECONDS
+        loops = 0
+
+        async def take(c: Any, customer: int, user: int) -> int:
+            t = next(token)
+            await c.execute(FLOOR_SELECT, customer, user, t, bench.assignment_id)
+            return t
+
+        async def loop(user: int) -> None:
+            nonlocal loops
+            customer = next(ids, None)
+            if customer is None:
+                return
+            async with pool.acquire() as c, c.transaction():
+                t = await take(c, customer, user)
+            while time.perf_counter() < deadline:
+                following = next(ids, None)
+                if following is None:
+                    return
+                async with pool.acquire() as c:
+                    async with c.transaction():
+                        await c.fetchrow(FLOOR_FENCE, customer, user, t)
+                        await c.execute(FLOOR_OUTCOME, customer, user, bench.assignment_id)
+                    async with c.transaction():
+                        await c.execute(FLOOR_RELEASE, customer, user, t, bench.assignment_id)
+                        t = await take(c, following, user)
+                customer = following
+                loops += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop(u) for u in bench.agents[:tasks]))
+        return loops / (time.perf_counter() - started)
+    finally:
+        await pool.close()
+
+
 async def agent(
     dialer: NextCustomer,
     engine: AsyncEngine,
@@ -363,6 +461,9 @@ async def main() -> dict[str, Any]:
                 db_duplicates, db_selected = await recorded_duplicates(engine, bench)
                 refills_after = await time_refills(dialer, bench)
                 log(f"refill 1000 after the run: {[round(r, 1) for r in refills_after]} ms")
+                floor = await database_floor(engine, bench, n_agents)
+                if floor is not None:
+                    log(f"the same database work alone: {floor:,.0f} loops/s")
             finally:
                 if bench is not None:
                     await forget_redis_owner(client, bench.owner)
@@ -384,6 +485,7 @@ async def main() -> dict[str, Any]:
         "errors": dict(tally.errors),
         "agents": n_agents,
         "redis_evalsha_per_s": round(evalsha),
+        "db_floor_loops_per_s": None if floor is None else round(floor),
         "refill_1000_ms": round(statistics.median(refills + refills_after), 1),
         "refill_1000_runs_ms": [round(r, 1) for r in refills + refills_after],
         "customers": n,
