@@ -4,11 +4,14 @@ Seeds BENCH_BULK_CUSTOMERS customers (default 1,000,000) with domain.db.seed.see
 into a fresh schema of DATABASE_URL (dropped afterwards), then times, each on
 BENCH_BULK_N customers (default 100,000) in batches of BENCH_BULK_BATCH (default 1,000): a
 mass outcome, a bulk move to another assignment of the same CRM, and an import of an xlsx file
-of as many rows. Selections are checked on
-REDIS_URL when it is set. Without DATABASE_URL it runs on a SQLite file and says so. The last
-output line is JSON:
+of as many rows (reading and checking the file included). Selections are checked on
+REDIS_URL when it is set. Without DATABASE_URL it runs on a SQLite file and says so.
+
+As a same-run baseline it times a bare UPDATE of the mass outcome's customers (their status,
+in the same batches, a transaction each, no checks, history or Redis): what the database alone
+takes to change those rows on this machine at this moment. The last output line is JSON:
 {"bench": "bulk", "database": .., "customers": N, "n": .., "batch": .., "outcome_per_s": ..,
- "move_per_s": .., "import_rows_per_s": ..}
+ "move_per_s": .., "import_rows_per_s": .., "baseline_update_per_s": ..}
 """
 
 from __future__ import annotations
@@ -50,6 +53,20 @@ def write_xlsx(path: Path, external_ids: list[str]) -> None:
     for i, external_id in enumerate(external_ids):
         sheet.append([external_id, 1950 + i % 50, "Bodø", i % 3 == 0])
     book.save(path)
+
+
+async def bare_update(engine: Any, ids: list[int], batch: int) -> float:
+    """Seconds to set the status of `ids` with plain UPDATEs, a transaction per batch."""
+    c = t.customers.c
+    started = time.perf_counter()
+    for start in range(0, len(ids), batch):
+        async with engine.begin() as conn:
+            await conn.execute(
+                t.customers.update()
+                .where(c.id.in_(ids[start : start + batch]))
+                .values(status="wrong_number", updated_at=repo.utcnow(), version=c.version + 1)
+            )
+    return time.perf_counter() - started
 
 
 async def main() -> dict[str, Any]:
@@ -153,12 +170,13 @@ async def main() -> dict[str, Any]:
             log(f"  {done.report['summary']} in {seconds:.2f} s")
             return seconds, int(done.report["matched"])
 
-        started = time.perf_counter()
         async with engine.begin() as conn:
             job = await create_mass_outcome_job(
                 conn, user, outcome_filter, "wrong_number", {}, repo.utcnow()
             )
         outcome_s, outcome_n = await timed(job.id)
+        baseline_s = await bare_update(engine, first, batch)
+        log(f"  baseline: bare UPDATE of {n:,} customers in {baseline_s:.2f} s")
         async with engine.begin() as conn:
             job = await create_move_job(
                 conn, user, move_filter, repo.utcnow(), to_assignment_id=target.id
@@ -211,6 +229,7 @@ async def main() -> dict[str, Any]:
         "outcome_per_s": round(outcome_n / outcome_s),
         "move_per_s": round(move_n / move_s),
         "import_rows_per_s": round(n / import_s),
+        "baseline_update_per_s": round(n / baseline_s),
     }
 
 

@@ -4,13 +4,15 @@ A service function checks everything a user can get wrong before the job exists 
 filter, outcome, details, follow-up time, target), so a refusal leaves nothing behind. Each
 batch then locks its customers (FOR UPDATE on PostgreSQL; SQLite has one writer), leaves out
 those selected, by the database's holder column and by Redis (a selection is made in Redis
-first and recorded here right after), changes the rest with set-based statements and writes
-their history rows in one executemany.
+first and recorded here right after, so one HMGET per batch asks while the rows are locked),
+and changes the rest with set-based statements: each history row is built by the database
+from the locked row (INSERT ... SELECT), so no customer's data makes a trip through Python.
 """
 
 from __future__ import annotations
 
 import json
+from collections import namedtuple
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -20,6 +22,7 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Select,
+    String,
     any_,
     bindparam,
     func,
@@ -29,7 +32,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.bulk import BulkReport, JobKind, SkipReason, check_move_to_assignment
@@ -156,12 +159,19 @@ def _locked(conn: AsyncConnection, scope: Scope, job: Job, limit: int, *cols: An
     """The next batch of the customers the job matched when it was made, locked, each with
     whether it still matches the filter (`still`)."""
     items = t.bulk_job_items.c
-    query = (
-        select(*cols, _where(scope, conn).label("still"))
-        .select_from(t.bulk_job_items.join(t.customers, c.id == items.customer_id))
+    # The batch's ids first (LIMIT in a subquery), so the join reads only the batch's rows,
+    # however many the job has left and whatever the planner guesses of them.
+    batch = (
+        select(items.customer_id)
         .where(items.job_id == job.id, items.customer_id > job.cursor)
         .order_by(items.customer_id)
         .limit(limit)
+        .subquery("batch")
+    )
+    query = (
+        select(*cols, _where(scope, conn).label("still"))
+        .select_from(batch.join(t.customers, c.id == batch.c.customer_id))
+        .order_by(c.id)
     )
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(of=t.customers)
@@ -196,6 +206,14 @@ async def _create_filtered_job(
         update(t.bulk_jobs).where(t.bulk_jobs.c.id == job.id).values(expected=expected)
     )
     return replace(job, expected=expected)
+
+
+async def fetch_plain(conn: AsyncConnection, query: Any, params: Any = None) -> list[Any]:
+    """The rows of `query` as named tuples: reading a column of a Row by name costs ten times
+    a tuple's, and a batch reads each of its thousand rows' columns several times."""
+    result = await conn.execute(query, params)
+    plain = namedtuple("Plain", list(result.keys()))
+    return [plain._make(row) for row in result]
 
 
 def _still_matching(rows: Sequence[Any]) -> tuple[list[Any], int]:
@@ -253,22 +271,89 @@ async def copy_rows(
     driver = raw.driver_connection
     assert driver is not None
     encoded = set(json_columns)
+    encode = _JSON.encode
     await driver.copy_records_to_table(
         table.name,
         records=[
-            tuple(
-                json.dumps(r.get(k), ensure_ascii=False) if k in encoded else r.get(k)
-                for k in columns
-            )
-            for r in rows
+            tuple(encode(r.get(k)) if k in encoded else r.get(k) for k in columns) for r in rows
         ],
         columns=list(columns),
     )
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False)  # one encoder for many rows: no set-up per row
+
+HISTORY_COLUMNS = ("customer_id", "at", "kind", "user_id", "assignment_id", "data")
+
+
+def json_object(dialect: str, fields: Mapping[str, Any]) -> ColumnElement[Any]:
+    """A JSON object built by the database from SQL expressions (jsonb on PostgreSQL)."""
+    build = func.jsonb_build_object if dialect == "postgresql" else func.json_object
+    args: list[Any] = []
+    for key, value in fields.items():
+        args += [literal(key, String), value]
+    return build(*args)
+
+
+def json_value(dialect: str, value: Mapping[str, Any]) -> ColumnElement[Any]:
+    """A constant JSON object as an SQL value, to nest in json_object."""
+    if dialect == "postgresql":
+        return literal(dict(value), JSONB)
+    return func.json(literal(json.dumps(value, ensure_ascii=False), String))
+
+
+def history_row(
+    dialect: str,
+    customer_id: Any,
+    kind: HistoryKind,
+    *,
+    now: datetime,
+    user_id: int,
+    assignment_id: Any,
+    data: Mapping[str, Any],
+) -> tuple[Any, ...]:
+    """The columns of a history row (HISTORY_COLUMNS) as SQL expressions: constants are bound,
+    the rest read from the query the row is selected by."""
+    at = t.history.c.at.type
+    return (
+        customer_id,
+        literal(now, at),
+        literal(kind.value, String),
+        literal(user_id, BigInteger),
+        assignment_id if isinstance(assignment_id, ColumnElement) else literal(assignment_id),
+        json_object(dialect, data),
+    )
+
+
+async def insert_history_from(conn: AsyncConnection, query: Select[Any]) -> None:
+    """History rows (rule 24) made by the database from `query`, whose columns are
+    HISTORY_COLUMNS (see history_row): one statement for a whole batch."""
+    await conn.execute(insert(t.history).from_select(HISTORY_COLUMNS, query))
+
+
+async def change_with_history(
+    conn: AsyncConnection, ids: Sequence[int], values: Mapping[str, Any], history: Sequence[Any]
+) -> None:
+    """Set `values` on these customers, each with a history row (history_row) read from the
+    row as it was: on PostgreSQL one statement (a CTE sees the rows before the UPDATE)."""
+    dialect = conn.dialect.name
+    change = update(t.customers).values(**values)
+    if dialect == "postgresql":
+        where = c.id == any_(bindparam("ids", list(ids), type_=ARRAY(BigInteger)))
+        rows = insert(t.history).from_select(
+            HISTORY_COLUMNS, select(*history).where(where).order_by(c.id)
+        )
+        await conn.execute(change.where(where).add_cte(rows.cte("history_rows")))
+        return
+    await insert_history_from(
+        conn, select(*history).where(id_in(c.id, ids, dialect)).order_by(c.id)
+    )
+    await conn.execute(change.where(id_in(c.id, ids, dialect)))
+
+
 async def _end_follow_ups(
     conn: AsyncConnection,
-    rows: Sequence[Any],
+    ids: Sequence[int],
     reason: str,
     *,
     user_id: int,
@@ -276,29 +361,36 @@ async def _end_follow_ups(
     job_id: int,
 ) -> int:
     """End every open follow-up of these customers, with a history row each."""
-    fu = t.follow_ups
-    ended = (
-        await conn.execute(
-            update(fu)
-            .where(id_in(fu.c.customer_id, _ids(rows), conn.dialect.name), fu.c.ended_at.is_(None))
-            .values(ended_at=now, ended_reason=reason)
-            .returning(fu.c.id, fu.c.customer_id, fu.c.assignment_id, fu.c.kind)
-        )
-    ).all()
+    fu = t.follow_ups.c
+    dialect = conn.dialect.name
+    ended = list(
+        (
+            await conn.execute(
+                update(t.follow_ups)
+                .where(id_in(fu.customer_id, ids, dialect), fu.ended_at.is_(None))
+                .values(ended_at=now, ended_reason=reason)
+                .returning(fu.id)
+            )
+        ).scalars()
+    )
     if ended:
-        await insert_history(
-            conn,
-            [
-                {
-                    "customer_id": e.customer_id,
-                    "at": now,
-                    "kind": HistoryKind.FOLLOW_UP_ENDED.value,
-                    "user_id": user_id,
-                    "assignment_id": e.assignment_id,
-                    "data": {"follow_up_id": e.id, "kind": e.kind, "reason": reason, "job": job_id},
-                }
-                for e in ended
-            ],
+        data = {
+            "follow_up_id": fu.id,
+            "kind": fu.kind,
+            "reason": literal(reason, String),
+            "job": literal(job_id, BigInteger),
+        }
+        row = history_row(
+            dialect,
+            fu.customer_id,
+            HistoryKind.FOLLOW_UP_ENDED,
+            now=now,
+            user_id=user_id,
+            assignment_id=fu.assignment_id,
+            data=data,
+        )
+        await insert_history_from(
+            conn, select(*row).where(id_in(fu.id, ended, dialect)).order_by(fu.id)
         )
     return len(ended)
 
@@ -364,24 +456,11 @@ class OutcomeExecutor:
     selections: SelectionProbe | None
 
     async def step(self, conn: AsyncConnection, job: Job, limit: int, now: datetime) -> Step:
-        rows = (
-            await conn.execute(
-                _locked(
-                    conn,
-                    self.scope,
-                    job,
-                    limit,
-                    c.id,
-                    c.status,
-                    c.holder_user_id,
-                    c.name,
-                    c.external_id,
-                    c.email,
-                    c.phones,
-                    c.info,
-                )
-            )
-        ).all()
+        columns = [c.id, c.status, c.holder_user_id]
+        sms = sms_wanted(self.scope.assignment, self.outcome)
+        if sms:  # what a template may read; not fetched when no SMS is sent
+            columns += [c.name, c.external_id, c.email, c.phones, c.info]
+        rows = await fetch_plain(conn, _locked(conn, self.scope, job, limit, *columns))
         if not rows:
             return Step(job.cursor, finished=True)
         still, gone = _still_matching(rows)
@@ -396,115 +475,136 @@ class OutcomeExecutor:
             SkipReason.NO_LONGER_MATCHING.value: gone,
         }
         if todo:
-            counts.update(await self._apply(conn, job, todo, now))
+            counts.update(await self._apply(conn, job, todo, now, sms=sms))
         return Step(rows[-1].id, counts)
 
     async def _apply(
-        self, conn: AsyncConnection, job: Job, todo: Sequence[Any], now: datetime
+        self, conn: AsyncConnection, job: Job, todo: Sequence[Any], now: datetime, *, sms: bool
     ) -> dict[str, int]:
         ids = _ids(todo)
+        dialect = conn.dialect.name
         assignment_id = self.scope.assignment.id
         to_status = self.outcome.to_status
         plan = self.follow_up
         shared_due = plan.due_at if plan and plan.kind is FollowUpKind.SHARED else None
-        await conn.execute(
-            update(t.customers)
-            .where(id_in(c.id, ids, conn.dialect.name))
-            .values(
-                status=to_status,
-                # A new outcome ends the open follow-ups (below), and with them the shared one
-                # this column mirrors, unless the outcome makes a new shared one.
-                shared_follow_up_at=shared_due,
-                updated_at=now,
-                version=c.version + 1,
-            )
+        # Each history row reads its customer as it was: from_status is the locked row's.
+        data = {
+            "outcome": literal(self.outcome.key, String),
+            "from_status": c.status,
+            "to_status": literal(to_status, String),
+            "details": json_value(dialect, self.details),
+            "job": literal(job.id, BigInteger),
+        }
+        row = history_row(
+            dialect,
+            c.id,
+            HistoryKind.OUTCOME,
+            now=now,
+            user_id=self.user_id,
+            assignment_id=assignment_id,
+            data=data,
         )
-        history = [
-            {
-                "customer_id": r.id,
-                "at": now,
-                "kind": HistoryKind.OUTCOME.value,
-                "user_id": self.user_id,
-                "assignment_id": assignment_id,
-                "data": {
-                    "outcome": self.outcome.key,
-                    "from_status": r.status,
-                    "to_status": to_status,
-                    "details": dict(self.details),
-                    "job": job.id,
-                },
-            }
-            for r in todo
-        ]
-        await insert_history(conn, history)
+        values = {
+            "status": to_status,
+            # A new outcome ends the open follow-ups (below), and with them the shared one this
+            # column mirrors, unless the outcome makes a new shared one.
+            "shared_follow_up_at": shared_due,
+            "updated_at": now,
+            "version": c.version + 1,
+        }
+        await change_with_history(conn, ids, values, row)
         # As for one customer: a new outcome settles whatever follow-up it was waiting on.
         ended = await _end_follow_ups(
-            conn, todo, "outcome", user_id=self.user_id, now=now, job_id=job.id
+            conn, ids, "outcome", user_id=self.user_id, now=now, job_id=job.id
         )
         made = 0
-        if self.follow_up is not None:
-            made = await self._follow_ups(conn, job, todo, now)
-        sms = await enqueue_outcome_sms_many(
-            conn,
-            assignment=self.scope.assignment,
-            crm=self.scope.crm,
-            outcome=self.outcome,
-            details=self.details,
-            customers=[
-                (
-                    f"bulk:{job.id}:{r.id}",
-                    SmsCustomer(
-                        r.id, r.name, r.external_id, r.email, tuple(r.phones or ()), r.info or {}
-                    ),
-                )
-                for r in todo
-            ],
-            user_id=self.user_id,
-            now=now,
-        )
-        return {"follow_ups_ended": ended, "follow_ups_created": made, "sms_queued": len(sms)}
-
-    async def _follow_ups(
-        self, conn: AsyncConnection, job: Job, todo: Sequence[Any], now: datetime
-    ) -> int:
-        plan = self.follow_up
-        assert plan is not None
-        fu = t.follow_ups
-        made = (
-            await conn.execute(
-                insert(fu).returning(fu.c.id, fu.c.customer_id, sort_by_parameter_order=True),
-                [
-                    {
-                        "customer_id": r.id,
-                        "assignment_id": self.scope.assignment.id,
-                        "kind": plan.kind.value,
-                        "owner_user_id": plan.owner_user_id,
-                        "due_at": plan.due_at,
-                        "created_at": now,
-                        "created_by": self.user_id,
-                    }
+        if plan is not None:
+            made = await self._follow_ups(conn, job, ids, plan, now)
+        queued: list[int] = []
+        if sms:
+            queued = await enqueue_outcome_sms_many(
+                conn,
+                assignment=self.scope.assignment,
+                crm=self.scope.crm,
+                outcome=self.outcome,
+                details=self.details,
+                customers=[
+                    (
+                        f"bulk:{job.id}:{r.id}",
+                        SmsCustomer(
+                            r.id,
+                            r.name,
+                            r.external_id,
+                            r.email,
+                            tuple(r.phones or ()),
+                            r.info or {},
+                        ),
+                    )
                     for r in todo
                 ],
+                user_id=self.user_id,
+                now=now,
             )
-        ).all()
-        await insert_history(
-            conn,
-            [
-                {
-                    "customer_id": m.customer_id,
-                    "at": now,
-                    "kind": HistoryKind.FOLLOW_UP_CREATED.value,
-                    "user_id": self.user_id,
-                    "assignment_id": self.scope.assignment.id,
-                    "data": {
-                        "follow_up_id": m.id,
-                        "kind": plan.kind.value,
-                        "due_at": plan.due_at.isoformat(),
-                        "job": job.id,
-                    },
-                }
-                for m in made
-            ],
+        return {"follow_ups_ended": ended, "follow_ups_created": made, "sms_queued": len(queued)}
+
+    async def _follow_ups(
+        self,
+        conn: AsyncConnection,
+        job: Job,
+        ids: Sequence[int],
+        plan: FollowUpPlan,
+        now: datetime,
+    ) -> int:
+        """The outcome's follow-up for each customer (rule 15), with its history row."""
+        fu = t.follow_ups
+        f = fu.c
+        dialect = conn.dialect.name
+        new = select(
+            c.id,
+            literal(self.scope.assignment.id, BigInteger),
+            literal(plan.kind.value, String),
+            literal(plan.owner_user_id, BigInteger),
+            literal(plan.due_at, f.due_at.type),
+            literal(now, f.created_at.type),
+            literal(self.user_id, BigInteger),
+        )
+        made = list(
+            (
+                await conn.execute(
+                    insert(fu)
+                    .from_select(
+                        [
+                            "customer_id",
+                            "assignment_id",
+                            "kind",
+                            "owner_user_id",
+                            "due_at",
+                            "created_at",
+                            "created_by",
+                        ],
+                        new.where(id_in(c.id, ids, dialect)).order_by(c.id),
+                    )
+                    .returning(f.id)
+                )
+            ).scalars()
+        )
+        data = {
+            "follow_up_id": f.id,
+            "kind": f.kind,
+            "due_at": literal(plan.due_at.isoformat(), String),
+            "job": literal(job.id, BigInteger),
+        }
+        row = history_row(
+            dialect,
+            f.customer_id,
+            HistoryKind.FOLLOW_UP_CREATED,
+            now=now,
+            user_id=self.user_id,
+            assignment_id=f.assignment_id,
+            data=data,
+        )
+        await insert_history_from(
+            conn, select(*row).where(id_in(f.id, made, dialect)).order_by(f.id)
         )
         return len(made)
 
@@ -626,50 +726,35 @@ class MoveExecutor:
     target_crm: Crm | None = None
 
     async def step(self, conn: AsyncConnection, job: Job, limit: int, now: datetime) -> Step:
-        rows = (
-            await conn.execute(
-                _locked(
-                    conn,
-                    self.scope,
-                    job,
-                    limit,
-                    c.id,
-                    c.crm_id,
-                    c.data_owner_id,
-                    c.external_id,
-                    c.name,
-                    c.assignment_id,
-                    c.segment_id,
-                    c.status,
-                    c.holder_user_id,
-                )
-            )
-        ).all()
+        rows = await fetch_plain(
+            conn,
+            _locked(
+                conn,
+                self.scope,
+                job,
+                limit,
+                c.id,
+                c.crm_id,
+                c.data_owner_id,
+                c.assignment_id,
+                c.segment_id,
+                c.status,
+                c.holder_user_id,
+            ),
+        )
         if not rows:
             return Step(job.cursor, finished=True)
         still, gone = _still_matching(rows)
         free, held_db, held_redis = await _split_selected(still, job.data_owner_id, self.selections)
         todo, already = [], 0
+        # The move rules read only these columns, so rows alike share one verdict.
+        verdicts: dict[tuple[Any, ...], bool] = {}
         for r in free:
-            customer = Customer(
-                id=r.id,
-                crm_id=r.crm_id,
-                data_owner_id=r.data_owner_id,
-                external_id=r.external_id,
-                name=r.name,
-                assignment_id=r.assignment_id,
-                segment_id=r.segment_id,
-                status=r.status,
-            )
-            if self.target is not None:
-                assert self.target_crm is not None
-                effect = plan_move_to_assignment(
-                    customer, self.scope.crm, self.target, self.target_crm
-                )
-            else:
-                assert self.to_segment_id is not None
-                effect = plan_move_to_segment(customer, self.scope.assignment, self.to_segment_id)
-            if skip_reason(customer, effect, selected=False) is MoveSkip.ALREADY_THERE:
+            key = (r.crm_id, r.data_owner_id, r.assignment_id, r.segment_id, r.status)
+            there = verdicts.get(key)
+            if there is None:
+                there = verdicts[key] = self._already_there(r)
+            if there:
                 already += 1
             else:
                 todo.append(r)
@@ -682,20 +767,40 @@ class MoveExecutor:
             SkipReason.NO_LONGER_MATCHING.value: gone,
         }
         if todo:
-            counts["follow_ups_ended"] = await self._apply(conn, job, todo, now)
+            counts["follow_ups_ended"] = await self._apply(conn, job, _ids(todo), now)
         return Step(rows[-1].id, counts)
 
+    def _already_there(self, r: Any) -> bool:
+        """Rule 20 for one row: where the move takes it, and whether it is there already."""
+        customer = Customer(
+            id=r.id,
+            crm_id=r.crm_id,
+            data_owner_id=r.data_owner_id,
+            external_id="",  # not read by the move rules
+            name="",
+            assignment_id=r.assignment_id,
+            segment_id=r.segment_id,
+            status=r.status,
+        )
+        if self.target is not None:
+            assert self.target_crm is not None
+            effect = plan_move_to_assignment(customer, self.scope.crm, self.target, self.target_crm)
+        else:
+            assert self.to_segment_id is not None
+            effect = plan_move_to_segment(customer, self.scope.assignment, self.to_segment_id)
+        return skip_reason(customer, effect, selected=False) is MoveSkip.ALREADY_THERE
+
     async def _apply(
-        self, conn: AsyncConnection, job: Job, todo: Sequence[Any], now: datetime
+        self, conn: AsyncConnection, job: Job, ids: Sequence[int], now: datetime
     ) -> int:
-        ids = _ids(todo)
+        dialect = conn.dialect.name
         source = self.scope.assignment
         ended = 0
         if self.target is not None:
             to_assignment, to_segment, dropped = self.target.id, self.target.unsegmented.id, True
             # Rule 20: status and follow-ups stay behind; the history goes along.
             ended = await _end_follow_ups(
-                conn, todo, "moved", user_id=self.user_id, now=now, job_id=job.id
+                conn, ids, "moved", user_id=self.user_id, now=now, job_id=job.id
             )
             values: dict[str, Any] = {
                 "assignment_id": to_assignment,
@@ -707,32 +812,27 @@ class MoveExecutor:
             assert self.to_segment_id is not None
             to_assignment, to_segment, dropped = source.id, self.to_segment_id, False
             values = {"segment_id": to_segment}
-        await conn.execute(
-            update(t.customers)
-            .where(id_in(c.id, ids, conn.dialect.name))
-            .values(**values, updated_at=now, version=c.version + 1)
+        # Each history row reads its customer as it was: the "from" side is the locked row's.
+        data = {
+            "from_assignment_id": c.assignment_id,
+            "from_segment_id": c.segment_id,
+            "to_assignment_id": literal(to_assignment, BigInteger),
+            "to_segment_id": literal(to_segment, BigInteger),
+            "from_status": c.status,
+            "status": literal(AVAILABLE, String) if dropped else c.status,
+            "job": literal(job.id, BigInteger),
+        }
+        row = history_row(
+            dialect,
+            c.id,
+            HistoryKind.MOVED,
+            now=now,
+            user_id=self.user_id,
+            assignment_id=to_assignment,
+            data=data,
         )
-        await insert_history(
-            conn,
-            [
-                {
-                    "customer_id": r.id,
-                    "at": now,
-                    "kind": HistoryKind.MOVED.value,
-                    "user_id": self.user_id,
-                    "assignment_id": to_assignment,
-                    "data": {
-                        "from_assignment_id": r.assignment_id,
-                        "from_segment_id": r.segment_id,
-                        "to_assignment_id": to_assignment,
-                        "to_segment_id": to_segment,
-                        "from_status": r.status,
-                        "status": AVAILABLE if dropped else r.status,
-                        "job": job.id,
-                    },
-                }
-                for r in todo
-            ],
+        await change_with_history(
+            conn, ids, {**values, "updated_at": now, "version": c.version + 1}, row
         )
         return ended
 

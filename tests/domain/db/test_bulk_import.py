@@ -10,6 +10,7 @@ from bulk_world import NOW, customers_of, history_counts
 from openpyxl import Workbook
 from sqlalchemy import select
 
+from domain.db import repositories as repo
 from domain.db import tables as t
 from domain.db.bulk import run_bulk_job
 from domain.db.imports import create_import_job, import_rows, read_table
@@ -118,3 +119,37 @@ async def test_rule_22_a_bad_mapping_or_file_is_refused_whole(engine, new_world,
             )
         ).all()
     assert jobs == []
+
+
+async def test_rule_22_a_customer_twice_in_one_batch_changes_in_file_order(
+    engine, new_world, store, tmp_path
+):
+    world = await new_world(customers=[{"info": {"score": 1, "city": "Oslo"}}, {}])
+    ids = world.customer_ids
+    path = write_xlsx(
+        tmp_path / "twice.xlsx",
+        [
+            ["Kundeid", "Poeng", "By", "Fornyes"],
+            ["000001", 2, None, None],
+            ["000002", None, "Mo", None],
+            ["000001", 3, "Bodø", None],  # the same batch (of 3) as its first row
+        ],
+    )
+    done, rows = await run_import(engine, world, path, store)
+    assert done.report["summary"] == "3 of 3 updated"
+    assert [r["detail"] for r in rows] == ["score", "city", "city, score"]
+    customers = await customers_of(engine, ids)
+    assert customers[ids[0]].info == {"score": 3, "city": "Bodø"}
+    async with engine.connect() as conn:
+        history = await repo.list_history(conn, ids[0])
+    assert [(e.kind, e.user_id, e.assignment_id) for e in history] == [
+        (HistoryKind.IMPORTED, world.admin.id, world.assignment.id)
+    ] * 2
+    assert [e.data for e in history] == [
+        {"changes": {"score": {"from": 1, "to": 2}}, "job": done.id, "row": 2},
+        {
+            "changes": {"score": {"from": 2, "to": 3}, "city": {"from": "Oslo", "to": "Bodø"}},
+            "job": done.id,
+            "row": 4,
+        },
+    ]

@@ -56,7 +56,7 @@ async def test_rule_20_move_to_assignment_drops_status_and_follow_ups_keeps_hist
 ):
     world = await new_world(customers=[{"status": "interested", "segment": "North"}, {}])
     ids = world.customer_ids
-    await follow_up(engine, ids[0], world.assignment.id, world.agents[0].id)
+    fu = await follow_up(engine, ids[0], world.assignment.id, world.agents[0].id)
     async with engine.begin() as conn:
         await repo.add_history(
             conn,
@@ -82,8 +82,31 @@ async def test_rule_20_move_to_assignment_drops_status_and_follow_ups_keeps_hist
         assert r.shared_follow_up_at is None
     async with engine.connect() as conn:
         assert await repo.open_follow_ups_for_customer(conn, ids[0]) == []
-        kinds = [e.kind for e in await repo.list_history(conn, ids[0])]
-    assert kinds == [HistoryKind.ATTEMPT, HistoryKind.FOLLOW_UP_ENDED, HistoryKind.MOVED]
+        history = await repo.list_history(conn, ids[0])
+    assert [e.kind for e in history] == [
+        HistoryKind.ATTEMPT,
+        HistoryKind.FOLLOW_UP_ENDED,
+        HistoryKind.MOVED,
+    ]
+    job = done.id
+    ended, moved = history[1], history[2]
+    assert ended.assignment_id == world.assignment.id
+    assert ended.data == {
+        "follow_up_id": fu.id,
+        "kind": "personal",
+        "reason": "moved",
+        "job": job,
+    }
+    assert (moved.user_id, moved.assignment_id) == (world.supervisor.id, world.other.id)
+    assert moved.data == {
+        "from_assignment_id": world.assignment.id,
+        "from_segment_id": world.segment("North"),
+        "to_assignment_id": world.other.id,
+        "to_segment_id": world.other.unsegmented.id,
+        "from_status": "interested",
+        "status": "available",
+        "job": job,
+    }
 
 
 async def test_rule_20_moves_across_the_wall_are_refused(engine, new_world, store):

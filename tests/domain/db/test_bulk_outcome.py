@@ -8,6 +8,7 @@ import pytest
 from bulk_world import NOW, customers_of, history_counts
 from sqlalchemy import select
 
+from domain.db import repositories as repo
 from domain.db import tables as t
 from domain.db.bulk import create_mass_outcome_job, preview, run_bulk_job
 from domain.errors import FlowError, Invalid, InvalidTransition, NotFound
@@ -39,9 +40,18 @@ async def test_rule_19_mass_outcome_changes_every_matching_customer(engine, new_
                 select(t.history).where(t.history.c.customer_id == world.customer_ids[0])
             )
         ).one()
-    assert h.user_id == world.supervisor.id  # rule 24: with who
-    assert h.data["details"] == {"price_plan": "Fixed"}
-    assert h.data["from_status"] == "available"
+    assert (h.kind, h.user_id, h.assignment_id) == (
+        HistoryKind.OUTCOME.value,
+        world.supervisor.id,  # rule 24: with who
+        world.assignment.id,
+    )
+    assert h.data == {
+        "outcome": "sale",
+        "from_status": "available",
+        "to_status": "sale",
+        "details": {"price_plan": "Fixed"},
+        "job": job.id,
+    }
 
 
 async def test_rule_19_only_outcomes_valid_from_every_status_present(engine, new_world, store):
@@ -128,6 +138,14 @@ async def test_rule_19_mass_outcome_makes_the_outcomes_follow_ups(engine, new_wo
     assert {(f.kind, f.owner_user_id) for f in made} == {(FollowUpKind.SHARED.value, None)}
     created = await history_counts(engine, world.customer_ids, HistoryKind.FOLLOW_UP_CREATED)
     assert created == dict.fromkeys(world.customer_ids, 1)
+    async with engine.connect() as conn:
+        history = await repo.list_history(conn, world.customer_ids[0])
+    assert [e.kind for e in history] == [HistoryKind.OUTCOME, HistoryKind.FOLLOW_UP_CREATED]
+    mine = next(f for f in made if f.customer_id == world.customer_ids[0])
+    assert (history[1].assignment_id, history[1].data) == (
+        world.assignment.id,
+        {"follow_up_id": mine.id, "kind": "shared", "due_at": due.isoformat(), "job": job.id},
+    )
 
 
 async def test_rule_23_mass_outcome_queues_sms_only_with_automatic_sms(engine, new_world, store):
