@@ -25,6 +25,7 @@ test: $(STAMP)
 ## Run the benchmarks; each prints a last line of JSON.
 bench: $(STAMP)
 	@set -e; for script in bench/*.py; do \
+		case $$(basename $$script) in _*) continue;; esac; \
 		echo "== $$script"; $(BIN)/python $$script; \
 	done
 

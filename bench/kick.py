@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,32 +23,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx
 import websockets
 from sqlalchemy import text
 
+from bench._nodes import echo_times, percentile, request, start_node, stop_nodes
 from domain.db import repositories as repo
 from domain.db.engine import async_url, make_engine, migrate
 from domain.flows import AVAILABLE, CustomerFlow, Outcome, Status
 from domain.model import CrmKind, Role
 from presence.selections import SelectionStore
 from presence.service import SelectionService
-from realtime.embedded import EmbeddedRedis, free_port
+from realtime.embedded import EmbeddedRedis
 from realtime.tokens import issue_token
 
 SECRET = "bench-kick-secret"
-DIALHUB = str(Path(sys.executable).with_name("dialhub"))
 FLOW = CustomerFlow(
     statuses=(Status(AVAILABLE, "Available"), Status("sale", "Sale")),
     outcomes=(Outcome("sale", "Sale", frozenset({AVAILABLE}), "sale"),),
 )
 KICK_WAIT_S = 5.0
 ECHO_ROUNDS = 500
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def seed(engine, n: int) -> tuple[int, list[int], int, list[int]]:
@@ -97,47 +90,6 @@ async def seed(engine, n: int) -> tuple[int, list[int], int, list[int]]:
     return owner.id, agents, supervisor.id, [by_external[f"k{i}"] for i in range(n)]
 
 
-def start_node(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    process = subprocess.Popen(
-        [DIALHUB, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=(cwd / f"node-{port}.log").open("wb"),
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"a node exited at start; see {cwd}/node-{port}.log")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process, port
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise SystemExit("a node did not become ready")
-
-
-async def request(ws, request_id: str, type_: str, **fields) -> dict:
-    await ws.send(json.dumps({"id": request_id, "type": type_, **fields}))
-    while True:
-        frame = json.loads(await ws.recv())
-        if frame.get("type") == "reply" and frame.get("id") == request_id:
-            return frame
-
-
-async def echo_times(url: str, rounds: int) -> list[float]:
-    times = []
-    async with websockets.connect(url, compression=None) as ws:
-        for i in range(rounds):
-            started = time.perf_counter()
-            await request(ws, f"e{i}", "ping")
-            times.append((time.perf_counter() - started) * 1000)
-    return times
-
-
 async def run(work: Path, redis_url: str, db_url: str, schema: str | None, n: int) -> dict:
     engine = make_engine(db_url, schema=schema)
     await migrate(engine)
@@ -162,7 +114,7 @@ async def run(work: Path, redis_url: str, db_url: str, schema: str | None, n: in
     if schema:
         env["DIALHUB_DB_SCHEMA"] = schema
     nodes = [start_node(env, work), start_node(env, work)]
-    (_, port_a), (_, port_b) = nodes
+    port_a, port_b = (node.port for node in nodes)
     try:
         token = {u: issue_token(SECRET, u, 3600).token for u in [*agents, supervisor]}
         sockets = []
@@ -209,13 +161,7 @@ async def run(work: Path, redis_url: str, db_url: str, schema: str | None, n: in
         for ws in sockets:
             await ws.close()
     finally:
-        for process, _ in nodes:
-            process.terminate()
-        for process, _ in nodes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_nodes(nodes)
         await engine.dispose()
     return {
         "bench": "kick",

@@ -96,7 +96,9 @@ class Customers(Protocol):
 
     async def attempted(self, target: Target, at: datetime) -> None: ...
 
-    async def release(self, target: Target) -> None: ...
+    async def release(self, target: Target) -> bool:
+        """Let the customer go; False: the holder had lost it already (nothing released)."""
+        ...
 
     async def call_ended(self, record: CallRecord) -> None: ...
 
@@ -211,11 +213,43 @@ class Dialer:
             self._seats[(owner, user.id)] = seat
             group.seats[user.id] = seat
             await self.customers.enter_list_work(owner, user.id, work)
-        if seat.call is not None:
-            raise Invalid("the agent is on a call")
+        # Ready again while a call is still up: the agent saved during it, so it ends here.
+        await self._end_call(seat)
         await self._let_go(seat)
         await self._available(seat)
         return seat.timers.snapshot(self.clock.now())
+
+    async def dial_held(self, user: User, work: WorkList, target: Target, number: str) -> str:
+        """Preview with the work loop's own hand-out: call the customer the agent already holds
+        (``target``) on ``number`` (checked against the DNC list by the caller). Returns the
+        call id; the talk and wrap-up timers follow as in every mode."""
+        owner = user.data_owner_id
+        seat = self._seats.get((owner, user.id))
+        if seat is not None and seat.group.work != work:
+            await self.agent_stopped(user)
+            seat = None
+        if seat is None:
+            group = await self._group(owner, work)
+            seat = Seat(user, group, AgentTimers(user.id, group.setup, self.clock.now()))
+            self._seats[(owner, user.id)] = seat
+            group.seats[user.id] = seat
+        if seat.call is not None:
+            raise Invalid("the agent is on a call")
+        self._cancel_timer(seat)
+        seat.target, seat.number = target, number
+        seat.timers.previewing(self.clock.now(), target.customer_id)
+        return await self._dial(seat.group, target, number, seat)
+
+    def agents(self) -> list[tuple[int, int]]:
+        """(owner, user id) of every agent this dialer works for."""
+        return list(self._seats)
+
+    async def close(self) -> None:
+        """Shutdown: every agent leaves (ringing calls are hung up, nothing new is dialed)."""
+        for seat in list(self._seats.values()):
+            await self._drop(seat)
+        for group in list(self._groups.values()):
+            await self._stop_dialing(group)
 
     async def call(self, user: User) -> str:
         """Preview: call the customer the agent is looking at. Returns the call id."""
@@ -237,6 +271,7 @@ class Dialer:
         the agent, its timers stop, a call still ringing for it is hung up."""
         seat = self._seats.get((user.data_owner_id, user.id))
         if seat is not None:
+            await self._end_call(seat)
             await self._drop(seat)
 
     def snapshot(self, owner: int, user_id: int) -> AgentSnapshot:
@@ -468,17 +503,17 @@ class Dialer:
             return
         if seat.target is not None:
             target, seat.target = seat.target, None
-            await self.customers.release(target)
-            await self._emit(
-                DialerEvent(
-                    "released",
-                    seat.group.owner,
-                    seat.user.id,
-                    target.customer_id,
-                    target.token,
-                    data={"reason": "wrap_up_timer"},
+            if await self.customers.release(target):  # not when the agent saved meanwhile
+                await self._emit(
+                    DialerEvent(
+                        "released",
+                        seat.group.owner,
+                        seat.user.id,
+                        target.customer_id,
+                        target.token,
+                        data={"reason": "wrap_up_timer"},
+                    )
                 )
-            )
         await self._available(seat)
 
     async def _let_go(self, seat: Seat) -> None:
@@ -502,6 +537,20 @@ class Dialer:
             seat.call = None
         await self._emit_agent(seat)
         self._pace_soon(group)
+
+    async def _end_call(self, seat: Seat) -> None:
+        """End the agent's call now: one still ringing is cancelled (nobody was reached, no
+        attempt), one answered ends as a talk does (then wrap-up)."""
+        call = seat.call
+        if call is None or call.ended:
+            seat.call = None
+            return
+        if call.answered_at is None:
+            await self._cancel(call)
+            seat.call = None
+            return
+        await self._hung_up(call, self.clock.now())
+        await self.telephony.hang_up(call.id)  # its own hung_up event finds the call ended
 
     def _cancel_timer(self, seat: Seat) -> None:
         if seat.timer is not None:
@@ -529,6 +578,7 @@ class Dialer:
             seat.call = call
             seat.timers.dialing(now, target.customer_id, call.id)
             await self._emit_agent(seat)
+            await self._emit_call(call, "dialing")
         await self.telephony.originate(call.id, number, self.caller_id)
         return call.id
 
@@ -617,6 +667,14 @@ class Dialer:
         await self._emit(DialerEvent("attempt", target.owner, target.holder_id, target.customer_id))
 
     async def _log(self, call: Call, result: str, now: float) -> None:
+        """Write the call log; the agent on the call is told how it ended."""
+        try:
+            await self._write_log(call, result, now)
+        finally:
+            if call.seat is not None:
+                await self._emit_call(call, "ended", result=result)
+
+    async def _write_log(self, call: Call, result: str, now: float) -> None:
         await self.customers.call_ended(
             CallRecord(
                 call_id=call.id,
@@ -645,7 +703,7 @@ class Dialer:
         snapshot = seat.timers.snapshot(self.clock.now())
         await self._emit(DialerEvent("agent", seat.group.owner, seat.user.id, agent=snapshot))
 
-    async def _emit_call(self, call: Call, state: str) -> None:
+    async def _emit_call(self, call: Call, state: str, **extra: Any) -> None:
         user_id = None if call.seat is None else call.seat.user.id
         await self._emit(
             DialerEvent(
@@ -654,7 +712,7 @@ class Dialer:
                 user_id,
                 call.target.customer_id,
                 call_id=call.id,
-                data={"state": state},
+                data={"state": state, "number": call.number, **extra},
             )
         )
         if call.seat is not None and state == "answered":

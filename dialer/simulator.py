@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -76,10 +77,20 @@ class _Call:
 class SimulatedTelephony:
     """Telephony on a clock, with seeded customers. Counts what it did in ``stats``."""
 
-    def __init__(self, clock: Clock, profile: CallProfile | None = None, *, seed: int = 0) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        profile: CallProfile | None = None,
+        *,
+        seed: int = 0,
+        fates: Mapping[str, CallEventKind] | None = None,
+    ) -> None:
         self.clock = clock
         self.profile = profile or CallProfile()
         self.seed = seed
+        self.fates = dict(fates or {})
+        """Number suffix -> the fate of every call to such a number (the longest suffix wins),
+        like a carrier's test numbers: busy, no_answer, failed or answered, whatever the draw."""
         self.rng = random.Random(seed)
         self._handler: CallEventHandler | None = None
         self._calls: dict[str, _Call] = {}
@@ -112,6 +123,16 @@ class SimulatedTelephony:
             kind, after = CallEventKind.FAILED, p.failed_seconds
         else:
             kind, after = CallEventKind.NO_ANSWER, p.no_answer_timeout
+        fated = self._fate(number)
+        if fated is not None and fated is not kind:
+            kind, after = (
+                fated,
+                {
+                    CallEventKind.ANSWERED: p.ring_seconds.mean,
+                    CallEventKind.BUSY: p.busy_seconds.mean,
+                    CallEventKind.FAILED: p.failed_seconds,
+                }.get(fated, p.no_answer_timeout),
+            )
         # Drawn now, whatever happens later: a call's fate depends on the seed and on the
         # order calls are placed, never on when the dialer hangs up.
         talk = p.talk_seconds.sample(self.rng)
@@ -129,6 +150,10 @@ class SimulatedTelephony:
 
     def active(self) -> int:
         return len(self._calls)
+
+    def _fate(self, number: str) -> CallEventKind | None:
+        matches = [suffix for suffix in self.fates if number.endswith(suffix)]
+        return self.fates[max(matches, key=len)] if matches else None
 
     def _ringing(self, call_id: str):
         async def fire() -> None:
@@ -236,11 +261,13 @@ class SimulatedCustomers:
             raise SelectionLost(target.customer_id)
         self.attempts[target.customer_id] = self.attempts.get(target.customer_id, 0) + 1
 
-    async def release(self, target: Target) -> None:
-        if self.holders.get(target.customer_id) == (target.holder_id, target.token):
-            del self.holders[target.customer_id]
-            if target.holder_id < 0:
-                self._free_lines.append(target.holder_id)
+    async def release(self, target: Target) -> bool:
+        if self.holders.get(target.customer_id) != (target.holder_id, target.token):
+            return False
+        del self.holders[target.customer_id]
+        if target.holder_id < 0:
+            self._free_lines.append(target.holder_id)
+        return True
 
     async def call_ended(self, record: CallRecord) -> None:
         self.calls.append(record)

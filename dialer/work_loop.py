@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,7 +21,15 @@ from domain.db import fencing, screens
 from domain.db import repositories as repo
 from domain.db.sms_outbox import enqueue_outcome_sms
 from domain.errors import Forbidden, Invalid, NotFound, SelectionLost, UserHasSelection
-from domain.model import Assignment, AttemptKind, FollowUpKind, NextAction, User, WorkMode
+from domain.model import (
+    Assignment,
+    AttemptKind,
+    DialMode,
+    FollowUpKind,
+    NextAction,
+    User,
+    WorkMode,
+)
 from domain.next_actions import check_next
 from presence.keys import owner_prefix
 from presence.selections import Released, Selection
@@ -42,9 +50,14 @@ class Step:
     screen: dict[str, Any] | None = None
     selected: list[Selection] = field(default_factory=list)
     released: list[Released] = field(default_factory=list)
+    dialing: dict[str, Any] | None = None
+    """The agent's dialing state when the dialer works for it (progressive, predictive):
+    with no screen, ``available`` means "waiting for the next call", not My Work."""
 
     def reply(self) -> dict[str, Any]:
-        return {"screen": self.screen}
+        if self.dialing is None:
+            return {"screen": self.screen}
+        return {"screen": self.screen, "dialing": self.dialing}
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,16 @@ class WorkList:
 
     assignment_id: int
     segment_ids: tuple[int, ...] = ()
+
+
+class Dialing(Protocol):
+    """What the work loop asks of the dialer (``dialer.dial_modes.Dialer``)."""
+
+    async def agent_ready(self, user: User, work: WorkList) -> Any: ...
+
+    async def agent_stopped(self, user: User) -> None: ...
+
+    def snapshot(self, owner: int, user_id: int) -> Any: ...
 
 
 def work_list_key(owner: int, user_id: int) -> str:
@@ -70,12 +93,15 @@ class WorkLoop:
         dialer: NextCustomer,
         *,
         clock: Clock = utc_now,
+        calls: Dialing | None = None,
     ) -> None:
         self.engine = engine
         self.selections = selections
         self.dialer = dialer
         self.redis = selections.store.redis
         self.clock = clock
+        self.calls = calls
+        """The node's dialer: progressive and predictive lists are handed out through it."""
 
     # Rule 10: list work ------------------------------------------------------------------
 
@@ -97,8 +123,28 @@ class WorkLoop:
                 await self._remember(owner, user.id, WorkList(assignment.id, segments))
                 return Step(await self._screen(user, current))
             raise UserHasSelection(current.customer_id)
-        await self._remember(owner, user.id, WorkList(assignment.id, segments))
-        return await self._claim(user, WorkList(assignment.id, segments))
+        work = WorkList(assignment.id, segments)
+        await self._remember(owner, user.id, work)
+        if self._dialed(assignment):
+            return await self._ready(user, work)
+        return await self._claim(user, work)
+
+    def _dialed(self, assignment: Assignment) -> bool:
+        """Progressive and predictive lists: the dialer hands out (and calls) customers."""
+        return self.calls is not None and assignment.setup.dial_mode is not DialMode.PREVIEW
+
+    async def _ready(self, user: User, work: WorkList, step: Step | None = None) -> Step:
+        """The agent is ready for the next customer of a dialed list: progressive pushes (and
+        calls) one now, predictive when an answered call comes in; both arrive as events too."""
+        assert self.calls is not None
+        step = step or Step()
+        snapshot = await self.calls.agent_ready(user, work)
+        # The dialer's selections are told to supervisors as it makes them.
+        current = await self.selections.current(user.data_owner_id, user.id)
+        if current is not None:
+            step.screen = await self._screen(user, current)
+        step.dialing = snapshot.wire()
+        return step
 
     async def _claim(self, user: User, work: WorkList, step: Step | None = None) -> Step:
         step = step or Step()
@@ -227,6 +273,8 @@ class WorkLoop:
         if released is not None:
             step.released.append(released)
         await self._forget(user.data_owner_id, user.id)
+        if self.calls is not None:
+            await self.calls.agent_stopped(user)  # its call ends, its timers stop
         return step
 
     async def resume(self, user: User) -> Step:
@@ -266,8 +314,21 @@ class WorkLoop:
             if released is not None:
                 step.released.append(released)
             await self._forget(owner, user.id)  # ends list work (and predictive dialing)
+            if self.calls is not None:
+                await self.calls.agent_stopped(user)  # rule 17: and stops running timers
             return step
         work = await self._work_list(owner, user.id) or WorkList(int(selection.assignment_id or 0))
+        assignment, _crm = await self.dialer.list_of(owner, work.assignment_id)
+        if self._dialed(assignment):
+            released = await self.selections.release(
+                owner, selection.customer_id, user.id, token=selection.token
+            )
+            if released is not None:
+                step.released.append(released)
+            await self._remember(owner, user.id, work)
+            return await self._ready(user, work, step)
+        if self.calls is not None:
+            await self.calls.agent_stopped(user)  # preview: a call of the saved customer ends
         # The release and the next claim go together (one transaction on the hot path).
         released, claimed = await self.dialer.move_on(
             owner, user.id, work.assignment_id, work.segment_ids or None, expected=selection
@@ -278,6 +339,17 @@ class WorkLoop:
             step.selected.append(claimed)
             step.screen = await self._screen(user, claimed)
         return step
+
+    async def held_in_list(
+        self, user: User, customer_id: int, token: int
+    ) -> tuple[Selection, WorkList]:
+        """A call is placed on the customer the user holds in list work: that selection and
+        its list (selection_lost: not the live selection; invalid: not list work)."""
+        selection = await self._held(user, customer_id, token)
+        work = await self._work_list(user.data_owner_id, user.id)
+        if selection.mode is not WorkMode.LIST or work is None:
+            raise Invalid("calls are placed from list work")
+        return selection, work
 
     async def _held(self, user: User, customer_id: int, token: int) -> Selection:
         """The user's live selection of this customer with this token, or selection_lost."""

@@ -11,8 +11,10 @@ Shown state (rule 9: supervisors see whether a holder is still online):
 ``offline`` (no lease) / ``paused`` / ``wrap_up`` (set by the agent) / ``working`` (holds a
 customer) / ``available``. Each change is published as ``presence.changed`` to the watching
 supervisors, through the same per-user event streams every other event uses: ``seq`` counted
-per user (INCR), the frame kept in a bounded stream for replay, and PUBLISHed on the user's
-channel. Every key carries the owner's hash tag, so each script runs in one slot.
+per user (INCR) and the frame kept in a bounded stream for replay. An event for one user is
+PUBLISHed on the user's channel; an event for the owner's watchers is PUBLISHed once, on the
+owner's watchers channel, naming each watcher's seq, so a node receives it once however many
+watchers it serves. Every key carries the owner's hash tag, so each script runs in one slot.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from typing import Any
 
 from presence.keys import owner_prefix
 
-SET_STATES = ("available", "paused", "wrap_up")
-"""States an agent sets itself; ``working`` and ``offline`` follow from what it does."""
+SET_STATES = ("available", "paused", "wrap_up", "talking")
+"""States set for an agent (``talking`` and ``wrap_up`` also by the dialer); ``working`` and
+``offline`` follow from what it does."""
 
 OWNERS_KEY = "dh:pres:owners"
 """Set of data owners that ever had a lease: what the sweepers walk (one key, any slot)."""
@@ -82,18 +85,37 @@ def channel(owner: int, user_id: int) -> str:
     return f"{owner_prefix(owner)}ch:{int(user_id)}"
 
 
+WATCHERS_CHANNEL = "ch:watchers"
+
+
+def watchers_channel(owner: int) -> str:
+    """Pub/sub channel of the owner's watcher events: every node serving a supervisor of the
+    owner subscribes. A message is '<now ms>|<event>|<user>:<seq>,...|<data JSON>'."""
+    return f"{owner_prefix(owner)}{WATCHERS_CHANNEL}"
+
+
+def event_frame(seq: int, event: str, data: str) -> str:
+    """The event frame as the client gets it and the stream keeps it (the same text as the
+    scripts build)."""
+    return f'{{"type":"event","seq":{seq},"event":"{event}","data":{data}}}'
+
+
 # Scripts ------------------------------------------------------------------------------------
 
 EMIT_LUA = """
 -- Shared by every script that emits events. Keys are derived from the owner prefix (ARGV), so
 -- they share the hash tag of the KEYS the caller declares.
 --
--- emit: seq = INCR seq:<uid>; the frame goes to the stream evs:<uid> (entry id '<seq>-0', so a
--- replay is one XRANGE) and is PUBLISHed on ch:<uid> as '<now ms>|<seq>|<event>|<frame>'.
+-- keep: seq = INCR seq:<uid>; the frame goes to the stream evs:<uid> (entry id '<seq>-0', so a
+-- replay is one XRANGE).
+-- emit: keep, then PUBLISH on ch:<uid> as '<now ms>|<seq>|<event>|<frame>'.
+-- emit_watchers: keep for every watcher, then one PUBLISH on ch:watchers as
+-- '<now ms>|<event>|<uid>:<seq>,...|<data>': nodes build each watcher's frame (the same text
+-- as the stream's), so an event costs one message per node, not one per watcher.
 -- Invariant: seq rises by one per user, and stream order is publish order.
 local STREAM_TTL = STREAM_TTL_MS
 
-local function emit(prefix, uid, name, data, now, maxlen)
+local function keep(prefix, uid, name, data, maxlen)
   local seq = redis.call('INCR', prefix .. 'seq:' .. uid)
   local frame = '{"type":"event","seq":' .. seq .. ',"event":"' .. name
     .. '","data":' .. data .. '}'
@@ -105,6 +127,11 @@ local function emit(prefix, uid, name, data, now, maxlen)
     redis.call('XADD', stream, 'MAXLEN', '~', maxlen, seq .. '-0', 'f', frame)
   end
   redis.call('PEXPIRE', stream, STREAM_TTL)
+  return seq, frame
+end
+
+local function emit(prefix, uid, name, data, now, maxlen)
+  local seq, frame = keep(prefix, uid, name, data, maxlen)
   redis.call('PUBLISH', prefix .. 'ch:' .. uid, now .. '|' .. seq .. '|' .. name .. '|' .. frame)
   return seq
 end
@@ -113,12 +140,18 @@ local function emit_watchers(prefix, name, data, now, maxlen)
   local key = prefix .. 'watch'
   redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. now)
   local users = redis.call('ZRANGE', key, 0, -1)
-  for _, uid in ipairs(users) do
-    emit(prefix, uid, name, data, now, maxlen)
+  if #users == 0 then
+    return 0
   end
+  local to = {}
+  for i, uid in ipairs(users) do
+    to[i] = uid .. ':' .. keep(prefix, uid, name, data, maxlen)
+  end
+  redis.call('PUBLISH', prefix .. 'WATCHERS_CHANNEL',
+    now .. '|' .. name .. '|' .. table.concat(to, ',') .. '|' .. data)
   return #users
 end
-""".replace("STREAM_TTL_MS", str(STREAM_TTL_MS))
+""".replace("STREAM_TTL_MS", str(STREAM_TTL_MS)).replace("WATCHERS_CHANNEL", WATCHERS_CHANNEL)
 
 EVENTS_LUA = (
     """
@@ -166,7 +199,7 @@ local function shown(uid)
     return '0', 'offline', cid
   end
   local set = redis.call('HGET', prefix .. 'pres:state', uid) or 'available'
-  if set == 'paused' or set == 'wrap_up' then
+  if set == 'paused' or set == 'wrap_up' or set == 'talking' then
     return '1', set, cid
   end
   if cid ~= '' then
@@ -398,6 +431,11 @@ class AgentPresence:
         """user id -> what supervisors see, for every user ever shown (others are offline)."""
         rows = await self.redis.hgetall(shown_key(owner))
         return {int(_text(uid)): _shown(int(_text(uid)), raw) for uid, raw in rows.items()}
+
+    async def online_users(self, owner: int) -> set[int]:
+        """The users supervisors now see online (as `snapshot`, without building each Shown)."""
+        rows = await self.redis.hgetall(shown_key(owner))
+        return {int(_text(uid)) for uid, raw in rows.items() if _text(raw).startswith("1|")}
 
     async def shown(self, owner: int, user_id: int) -> Shown:
         raw = await self.redis.hget(shown_key(owner), str(int(user_id)))

@@ -471,6 +471,14 @@ class SelectionStore:
             if raw is not None
         }
 
+    async def live_rows(self, owner: int) -> list[dict[str, Any]]:
+        """The live list as stored (Selection.row: ids as ints, since in epoch ms), oldest
+        first; the overview reads thousands at once, so no Selection is built per row."""
+        raw = await self.redis.hgetall(live_key(owner))
+        rows = [json.loads(_text(value)) for value in raw.values()]
+        rows.sort(key=lambda row: (row["since"], row["customer_id"]))
+        return rows
+
     async def snapshot(self, owner: int) -> list[Selection]:
         """The live Selected Customers list, oldest selection first."""
         rows = await self.redis.hgetall(live_key(owner))

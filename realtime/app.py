@@ -24,7 +24,9 @@ from domain.db.sms_providers import FileSmsProvider, HttpSmsProvider
 from realtime.api_models import LoginRequest
 from realtime.assignments import list_assignments
 from realtime.auth import login
+from realtime.bulk_jobs import JobRunner
 from realtime.connection import websocket_endpoint
+from realtime.dialing import DialerRelay
 from realtime.endpoints import endpoint
 from realtime.errors import EXCEPTION_HANDLERS
 from realtime.health import healthz, readyz
@@ -33,6 +35,7 @@ from realtime.metrics import metrics
 from realtime.protocol import protocol_schema
 from realtime.services import Services, close_services, open_services
 from realtime.settings import Settings
+from realtime.uploads import upload_import_file
 
 WEB_CLIENT = Path(__file__).resolve().parent.parent / "web_client"
 
@@ -77,6 +80,13 @@ def create_app(
         hub = Hub(services)
         app.state.hub = hub
         await hub.start()
+        # The node's dialer calls for the agents connected here; its events go to them.
+        dialing = DialerRelay(services, hub)
+        await dialing.start()
+        # Bulk jobs started here run in the background; jobs nobody runs are resumed.
+        job_runner = JobRunner(services)
+        app.state.job_runner = job_runner
+        await job_runner.start()
         stop_sms = asyncio.Event()
         # `dialhub serve` sends SMS (send_sms=True); an app embedded elsewhere does not.
         sms = asyncio.create_task(
@@ -91,7 +101,13 @@ def create_app(
             try:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(SHUTDOWN_STEP_S):
+                        await job_runner.stop()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(SHUTDOWN_STEP_S):
                         await sms
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(SHUTDOWN_STEP_S):
+                        await dialing.stop()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(SHUTDOWN_STEP_S):
                         await hub.stop()
@@ -111,6 +127,7 @@ def create_app(
             endpoint(list_assignments, authenticated=True),
             methods=["GET"],
         ),
+        Route("/api/bulk/uploads", upload_import_file, methods=["POST"]),
         WebSocketRoute("/ws", websocket_endpoint),
     ]
     if web_client.is_dir():

@@ -427,17 +427,31 @@ def _job_line(job: Any) -> str:
 
 @asynccontextmanager
 async def selection_probe(settings: Settings) -> AsyncIterator[Any]:
-    """The selection store on REDIS_URL: bulk work must see live selections (rule 5)."""
+    """The selection store the servers use: bulk work must see live selections (rule 5).
+    REDIS_URL, else the embedded Redis of a `dialhub serve` running on this var directory."""
     import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
 
     from presence.selections import SelectionStore
 
-    if not settings.redis_url:
+    url = settings.redis_url
+    if not url:
+        try:
+            url = embedded_url_file(settings).read_text().strip()
+        except OSError:
+            url = None
+    if not url:
         raise CliError(
-            "bulk work needs REDIS_URL (the Redis the servers use), to skip selected customers"
+            "bulk work needs the Redis the servers use, to skip selected customers: set "
+            "REDIS_URL, or start `dialhub serve` (its embedded Redis is found under "
+            f"{settings.var_dir})"
         )
-    client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = aioredis.Redis.from_url(url, decode_responses=True)
     try:
+        try:
+            await client.ping()
+        except (RedisError, OSError) as error:
+            raise CliError(f"cannot reach Redis at {url}: {error}") from None
         yield SelectionStore(client)
     finally:
         await client.aclose()
@@ -509,6 +523,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 settings = settings.model_copy(update={"redis_url": embedded.url})
                 assert embedded.process is not None
                 print(f"embedded Redis at {embedded.url} (pid {embedded.process.pid})")
+                # `dialhub bulk` and `dialhub import` beside this server find it there.
+                embedded_url_file(settings).write_text(embedded.url + "\n")
             prepare_database(settings, demo=args.demo)
             print(f"dialhub serving at http://{args.host}:{args.port}")
             if args.demo:
@@ -528,8 +544,23 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             uvicorn.Server(config).run()
         finally:
             if embedded is not None:
+                _forget_embedded_url(settings, embedded.url)
                 embedded.stop()
     return 0
+
+
+def embedded_url_file(settings: Settings) -> Any:
+    """Where `dialhub serve` writes the URL of its embedded Redis while it runs."""
+    return settings.var_dir / "redis" / "embedded.url"
+
+
+def _forget_embedded_url(settings: Settings, url: str) -> None:
+    path = embedded_url_file(settings)
+    try:
+        if path.read_text().strip() == url:  # not a newer server's
+            path.unlink()
+    except OSError:
+        pass
 
 
 def start_embedded_redis(server: EmbeddedRedis) -> EmbeddedRedis:

@@ -41,7 +41,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WATCH_TOPICS = {"presence.changed": "presence", "selected.changed": "selected"}
+WATCH_TOPICS = {
+    "presence.changed": "presence",
+    "selected.changed": "selected",
+    "bulk.progress": "jobs",
+    "bulk.finished": "jobs",
+}
 """Events a connection gets only after it asked to watch their topic."""
 
 SEEN_SEQS = 512

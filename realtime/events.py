@@ -8,12 +8,14 @@ that is the one an agent waits on.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 
-from domain.db import repositories as repo
+from domain.db import tables as t
 from domain.model import User
 from presence.selections import Released, Selection
 from realtime.protocol import event
@@ -45,6 +47,11 @@ class SelectionRevoked(BaseModel):
     customer_id: str
     released_by: UserRef
     message: str
+    reason: Literal["released", "wrap_up_timer"] = Field(
+        default="released",
+        description="released: someone ended it (a supervisor, a bulk job); wrap_up_timer: the "
+        "assignment's wrap-up time ran out",
+    )
 
 
 @event("selected.changed")
@@ -61,7 +68,7 @@ class PresenceChanged(BaseModel):
 
     user_id: str
     online: bool
-    state: Literal["offline", "available", "working", "paused", "wrap_up"]
+    state: Literal["offline", "available", "working", "paused", "wrap_up", "talking"]
     customer_id: str | None = Field(default=None, description="the customer it holds, if any")
 
 
@@ -81,47 +88,51 @@ def _id(value: int | None) -> str | None:
     return None if value is None else str(value)
 
 
-async def selection_row(
-    services: Services,
-    owner: int,
-    *,
-    user_id: int,
-    customer_id: int,
-    assignment_id: int | None,
-    segment_id: int | None,
-    since: int,
-) -> SelectionRow:
-    """The overview row of one selection, with the names and the holder's online flag."""
-    async with services.engine.connect() as conn:
-        user = await repo.get_user(conn, user_id)
-        customer = await repo.get_customer(conn, owner, customer_id)
-    shown = await services.presence.shown(owner, user_id)
-    return SelectionRow(
-        user_id=str(user_id),
-        user_name=user.name if user else "",
-        online=shown.online,
-        customer_id=str(customer_id),
-        customer_name=customer.name if customer else "",
-        assignment_id=_id(assignment_id),
-        segment_id=_id(segment_id),
-        selected_at=iso_ms(since),
+def overview_row(
+    live: dict[str, Any], user_name: str, customer_name: str, online: bool
+) -> dict[str, Any]:
+    """A SelectionRow on the wire, from a live-list row (presence.selections, Selection.row).
+    Built as a plain dict: the overview answers thousands of them at once."""
+    return {
+        "user_id": str(live["user_id"]),
+        "user_name": user_name,
+        "online": online,
+        "customer_id": str(live["customer_id"]),
+        "customer_name": customer_name,
+        "assignment_id": _id(live["assignment_id"]),
+        "segment_id": _id(live["segment_id"]),
+        "selected_at": iso_ms(live["since"]),
+    }
+
+
+async def _names(services: Services, owner: int, user_id: int, customer_id: int) -> tuple[str, str]:
+    """The holder's and the customer's names, in one round trip."""
+    query = select(
+        select(t.users.c.name).where(t.users.c.id == user_id).scalar_subquery(),
+        select(t.customers.c.name)
+        .where(t.customers.c.id == customer_id, t.customers.c.data_owner_id == owner)
+        .scalar_subquery(),
     )
+    async with services.engine.connect() as conn:
+        user_name, customer_name = (await conn.execute(query)).one()
+    return user_name or "", customer_name or ""
+
+
+async def refreshed_row(services: Services, owner: int, live: dict[str, Any]) -> dict[str, Any]:
+    """Refresh the holder's presence (working <-> available; its presence.changed goes out
+    first) and read the names meanwhile; the overview row, with the holder's online flag as
+    the refresh found it."""
+    state, (user_name, customer_name) = await asyncio.gather(
+        services.presence.refresh(owner, live["user_id"]),
+        _names(services, owner, live["user_id"], live["customer_id"]),
+    )
+    return overview_row(live, user_name, customer_name, state != "offline")
 
 
 async def selection_made(services: Services, selection: Selection) -> None:
     """After any select or claim: supervisors see the new row, the holder shows `working`."""
-    owner = selection.owner
-    await services.presence.refresh(owner, selection.user_id)
-    row = await selection_row(
-        services,
-        owner,
-        user_id=selection.user_id,
-        customer_id=selection.customer_id,
-        assignment_id=selection.assignment_id,
-        segment_id=selection.segment_id,
-        since=selection.since,
-    )
-    await _changed(services, owner, "selected", row)
+    row = await refreshed_row(services, selection.owner, selection.row())
+    await _changed(services, selection.owner, "selected", row)
 
 
 async def selection_released(
@@ -143,19 +154,17 @@ async def selection_released(
             revoked.model_dump(mode="json"),
             started_ms=started_ms,
         )
-    await services.presence.refresh(owner, released.user_id)
-    row = await selection_row(
-        services,
-        owner,
-        user_id=released.user_id,
-        customer_id=released.customer_id,
-        assignment_id=released.assignment_id,
-        segment_id=released.segment_id,
-        since=released.since,
-    )
+    live = {
+        "user_id": released.user_id,
+        "customer_id": released.customer_id,
+        "assignment_id": released.assignment_id,
+        "segment_id": released.segment_id,
+        "since": released.since,
+    }
+    row = await refreshed_row(services, owner, live)
     await _changed(services, owner, "released", row)
 
 
-async def _changed(services: Services, owner: int, op: str, row: SelectionRow) -> None:
-    data: dict[str, Any] = {"op": op, **row.model_dump(mode="json"), "row": row.model_dump()}
-    await services.events.to_watchers(owner, "selected.changed", data)
+async def _changed(services: Services, owner: int, op: str, row: dict[str, Any]) -> None:
+    """selected.changed to the watchers: serialized once, whatever their number."""
+    await services.events.to_watchers(owner, "selected.changed", {"op": op, **row, "row": row})

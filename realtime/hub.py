@@ -3,9 +3,12 @@
 Each user has one channel (presence.agents.channel, carrying the owner hash tag). A node
 subscribes to the channel of every user it serves at least one connection of, and hands each
 published frame to all of that user's local connections; so an event reaches every tab of the
-user on every node, whichever node caused it. The hub also renews the presence leases and
-supervisor watches of its connections, sweeps run-out leases (every node does; the script
-makes that safe), and on shutdown closes every connection with 1012 and a jittered retry hint.
+user on every node, whichever node caused it. Events for the owner's watching supervisors come
+once per event on the owner's watchers channel, which a node subscribes to while it serves a
+supervisor of that owner; the node builds each local watcher's frame from it. The hub also
+renews the presence leases and supervisor watches of its connections, sweeps run-out leases
+(every node does; the script makes that safe), and on shutdown closes every connection with
+1012 and a jittered retry hint.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import random
 import secrets
 from collections import defaultdict
 
-from presence.agents import channel, epoch_ms
+from presence.agents import WATCHERS_CHANNEL, channel, epoch_ms, event_frame, watchers_channel
 from realtime import metrics
 from realtime.connection import Connection
 from realtime.protocol import CLOSE_RESTART
@@ -38,6 +41,9 @@ class Hub:
         self.node_id = secrets.token_hex(6)
         self.pubsub = services.redis.pubsub(ignore_subscribe_messages=True)
         self.local: dict[str, set[Connection]] = {}
+        """user channel -> this node's connections of the user."""
+        self.supervisors: dict[str, set[Connection]] = {}
+        """owner's watchers channel -> this node's supervisor connections of the owner."""
         self.connections: set[Connection] = set()
         self.draining = False
         self.emptied = asyncio.Event()
@@ -97,6 +103,15 @@ class Hub:
             local = self.local[name] = set()
             await self.pubsub.subscribe(name)
         local.add(connection)
+        if connection.user.supervises:
+            # Subscribed from the connection's start, so it is in place before any watch verb
+            # adds the user to the owner's watchers.
+            name = watchers_channel(connection.owner)
+            supervisors = self.supervisors.get(name)
+            if supervisors is None:
+                supervisors = self.supervisors[name] = set()
+                await self.pubsub.subscribe(name)
+            supervisors.add(connection)
         try:
             await self.services.presence.join(connection.owner, connection.user.id, connection.id)
         except Exception:
@@ -113,6 +128,14 @@ class Hub:
             local.discard(connection)
             if not local:
                 del self.local[name]
+                with contextlib.suppress(Exception):
+                    await self.pubsub.unsubscribe(name)
+        name = watchers_channel(connection.owner)
+        supervisors = self.supervisors.get(name)
+        if supervisors is not None:
+            supervisors.discard(connection)
+            if not supervisors:
+                del self.supervisors[name]
                 with contextlib.suppress(Exception):
                     await self.pubsub.unsubscribe(name)
         # Rule 9: the selection stays; only the lease starts running out.
@@ -142,7 +165,11 @@ class Hub:
                 continue
             delay = RECONNECT_DELAY_S[0]
             if message is not None and message.get("type") == "message":
-                self.deliver(message["channel"], message["data"])
+                name = message["channel"]
+                if name.endswith(WATCHERS_CHANNEL):
+                    self.deliver_watchers(name, message["data"])
+                else:
+                    self.deliver(name, message["data"])
 
     def deliver(self, name: str, payload: str) -> None:
         """'<started ms>|<seq>|<event>|<frame>' to every local connection of the channel."""
@@ -159,6 +186,24 @@ class Hub:
             metrics.KICK_SECONDS.observe(max(0, epoch_ms() - int(started)) / 1000)
         for connection in list(local):
             connection.deliver_event(seq_number, event, frame)
+
+    def deliver_watchers(self, name: str, payload: str) -> None:
+        """'<started ms>|<event>|<user>:<seq>,...|<data>' to the local connections of each
+        named watcher, each with its own seq."""
+        try:
+            _started, event, to, data = payload.split("|", 3)
+            seqs = [(user, int(seq)) for user, seq in (p.split(":", 1) for p in to.split(","))]
+        except ValueError:
+            log.warning("unreadable event on %s", name)
+            return
+        prefix = name[: -len(WATCHERS_CHANNEL)]
+        for user_id, seq in seqs:
+            local = self.local.get(f"{prefix}ch:{user_id}")
+            if not local:
+                continue
+            frame = event_frame(seq, event, data)
+            for connection in list(local):
+                connection.deliver_event(seq, event, frame)
 
     # Presence ---------------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ ERROR_CODES = {
     "selection_lost": "the selection token is no longer the live one: released or replaced",
     "invalid_transition": "the outcome is not valid from the customer's status",
     "rate_limited": "too many frames on this connection; slow down and send again",
+    "do_not_call": "every number of the customer is on the do-not-call list: no call is placed",
     "internal": "the server failed; the request may be retried",
 }
 

@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 
+from dialer.dial_modes import Dialer
 from dialer.hopper import Hopper
 from dialer.next_customer import NextCustomer
 from dialer.work_loop import WorkLoop
@@ -15,6 +16,7 @@ from domain.db.engine import async_url, make_engine
 from presence.agents import AgentPresence, UserEvents
 from presence.selections import SelectionStore
 from presence.service import SelectionService
+from realtime.phone_system import open_dialer
 from realtime.settings import Settings
 
 REDIS_POOL_SIZE = 128
@@ -30,6 +32,8 @@ class Services:
     events: UserEvents
     dialer: NextCustomer
     work: WorkLoop
+    calls: Dialer
+    """This node's dialer: calls for the agents connected here (realtime/dialing.py)."""
 
 
 def open_services(settings: Settings) -> Services:
@@ -56,13 +60,15 @@ def open_services(settings: Settings) -> Services:
     store = SelectionStore(client)
     selections = SelectionService(engine, store)
     dialer = NextCustomer(engine, selections, Hopper(engine, store))
+    calls = open_dialer(settings, engine, dialer)
     return Services(
         settings=settings,
         engine=engine,
         redis=client,
         selections=selections,
         dialer=dialer,
-        work=WorkLoop(engine, selections, dialer),
+        work=WorkLoop(engine, selections, dialer, calls=calls),
+        calls=calls,
         presence=AgentPresence(
             client,
             timeout_s=settings.presence_timeout_seconds,

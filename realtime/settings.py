@@ -51,6 +51,32 @@ class Settings(BaseSettings):
     )
     # Seconds between two rounds of sending due SMS; 0: this node sends none.
     sms_interval_seconds: float = Field(default=5.0, ge=0, validation_alias="DIALHUB_SMS_INTERVAL")
+    # Bulk jobs: seconds between two looks for jobs nobody runs (pending, or their node died);
+    # 0: this node runs only the jobs started on it. Customers (or import rows) per batch.
+    job_interval_seconds: float = Field(default=5.0, ge=0, validation_alias="DIALHUB_JOB_INTERVAL")
+    job_batch_size: int = Field(default=1000, ge=1, validation_alias="DIALHUB_JOB_BATCH")
+
+    # Dialing (docs/operations.md): the phone system. "simulator" (the default) rings simulated
+    # customers in real time; "package.module:factory" names a provider of dialer.telephony's
+    # port, called as factory(settings, clock). Caller id shown to the customers called.
+    telephony: str = Field(default="simulator", validation_alias="DIALHUB_TELEPHONY")
+    caller_id: str = Field(default="", validation_alias="DIALHUB_CALLER_ID")
+    # The simulator's customers: shares answering / busy, mean ring and talk seconds, how long
+    # an unanswered call rings, its seed, and fixed fates by number suffix
+    # ('{"99": "busy"}': every number ending in 99 is busy), like a carrier's test numbers.
+    sim_answer_rate: float = Field(default=0.3, ge=0, le=1, validation_alias="DIALHUB_SIM_ANSWER")
+    sim_busy_rate: float = Field(default=0.1, ge=0, le=1, validation_alias="DIALHUB_SIM_BUSY")
+    sim_ring_seconds: float = Field(default=8.0, gt=0, validation_alias="DIALHUB_SIM_RING")
+    sim_talk_seconds: float = Field(default=100.0, gt=0, validation_alias="DIALHUB_SIM_TALK")
+    sim_no_answer_seconds: float = Field(
+        default=30.0, gt=0, validation_alias="DIALHUB_SIM_NO_ANSWER"
+    )
+    sim_seed: int = Field(default=0, validation_alias="DIALHUB_SIM_SEED")
+    sim_fates: dict[str, str] = Field(default_factory=dict, validation_alias="DIALHUB_SIM_FATES")
+    # The answer rate the predictive pacer assumes until calls teach it the real one.
+    pacing_prior_answer_rate: float = Field(
+        default=0.3, gt=0, le=1, validation_alias="DIALHUB_PACING_PRIOR_ANSWER"
+    )
 
     @property
     def sqlite_path(self) -> Path:

@@ -16,12 +16,18 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.db import tables as t
-from domain.errors import Invalid
+from domain.errors import DomainError, Invalid
 
 d = t.dnc_numbers.c
 
 _SEPARATORS = re.compile(r"[\s\-().\/]")
 MIN_DIGITS, MAX_DIGITS = 3, 15  # E.164 numbers have at most 15 digits
+
+
+class DoNotCall(DomainError):
+    """Every number of the customer is on the data owner's do-not-call list."""
+
+    code = "do_not_call"
 
 
 def normalize_phone(raw: str) -> str:
@@ -76,6 +82,21 @@ async def first_callable(conn: AsyncConnection, owner: int, phones: Iterable[str
             continue
     blocked = await _listed(conn, owner, numbers)
     return next((n for n in numbers if n not in blocked), None)
+
+
+async def number_to_call(conn: AsyncConnection, owner: int, phones: Iterable[str]) -> str:
+    """The number a call to this customer goes to; DoNotCall when every number is listed,
+    Invalid when the customer has no valid number at all."""
+    number = await first_callable(conn, owner, phones)
+    if number is not None:
+        return number
+    for phone in phones:
+        try:
+            normalize_phone(phone)
+        except Invalid:
+            continue
+        raise DoNotCall("the customer's numbers are on the do-not-call list")
+    raise Invalid("the customer has no phone number to call")
 
 
 async def _listed(conn: AsyncConnection, owner: int, numbers: list[str]) -> set[str]:

@@ -24,6 +24,7 @@ from domain.bulk import BulkReport, JobKind, JobStatus
 from domain.db import tables as t
 from domain.db.repositories import utcnow
 from domain.errors import DomainError, NotFound
+from domain.model import Role
 
 j = t.bulk_jobs.c
 
@@ -180,6 +181,53 @@ async def get_job(
     return _job(row) if row else None
 
 
+def assignment_of(job: Job) -> int | None:
+    """The assignment a job works on: its filter's (mass outcome, move). An import updates a
+    CRM's cards wherever they are, so it has none."""
+    found = (job.params.get("filter") or {}).get("assignment_id")
+    return None if found is None else int(found)
+
+
+async def list_jobs(conn: AsyncConnection, data_owner_id: int, *, limit: int = 500) -> list[Job]:
+    """The data owner's most recent jobs, newest first."""
+    rows = await conn.execute(
+        select(t.bulk_jobs)
+        .where(j.data_owner_id == data_owner_id)
+        .order_by(j.id.desc())
+        .limit(limit)
+    )
+    return [_job(row) for row in rows]
+
+
+async def job_audience(conn: AsyncConnection, job: Job) -> list[int]:
+    """Who may follow a job (rule 3): the data owner's administrators, and for a job on an
+    assignment the supervisors granted it."""
+    u = t.users.c
+    query = select(u.id).where(u.data_owner_id == job.data_owner_id, u.active.is_(True))
+    admins = u.role == Role.ADMIN.value
+    assignment_id = assignment_of(job)
+    if assignment_id is None:
+        query = query.where(admins)
+    else:
+        granted = select(t.grants.c.user_id).where(t.grants.c.assignment_id == assignment_id)
+        query = query.where(or_(admins, (u.role == Role.SUPERVISOR.value) & u.id.in_(granted)))
+    return [r[0] for r in await conn.execute(query.order_by(u.id))]
+
+
+async def release_lease(engine: AsyncEngine, job_id: int, node: str, now: datetime) -> bool:
+    """Hand a running job back between two batches (its node is stopping): pending again, so
+    any node resumes it at once instead of after the lease runs out."""
+    async with engine.begin() as conn:
+        done = await conn.execute(
+            update(t.bulk_jobs)
+            .where(j.id == job_id, j.lease_owner == node, j.status == JobStatus.RUNNING.value)
+            .values(
+                status=JobStatus.PENDING.value, lease_owner=None, lease_until=None, updated_at=now
+            )
+        )
+    return bool(done.rowcount)
+
+
 async def resumable_jobs(conn: AsyncConnection, now: datetime) -> list[int]:
     """Jobs nobody runs: pending ones, and running ones whose node's lease ran out."""
     rows = await conn.execute(
@@ -263,8 +311,15 @@ async def run_job(
     job = await claim(engine, job_id, node, clock(), lease)
     if job.status in (JobStatus.DONE, JobStatus.FAILED):
         return job
-    async with engine.connect() as conn:
-        executor = await load(conn, job)
+    try:
+        async with engine.connect() as conn:
+            executor = await load(conn, job)
+    except DomainError as error:
+        # Refused before its first batch (its user, assignment or flow is gone): it would be
+        # refused again on every resume, so it ends here with the reason.
+        job = await _fail(engine, job.id, node, error.message, clock())
+        await _emit(on_progress, progress_of(job))
+        raise
     await _emit(on_progress, progress_of(job))
     while job.status is JobStatus.RUNNING:
         now = clock()

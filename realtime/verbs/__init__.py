@@ -3,6 +3,6 @@
 A new verb lives in its own module here (or anywhere) and is added to this list.
 """
 
-from realtime.verbs import presence, selection, session, supervisor, work
+from realtime.verbs import bulk, calls, presence, selection, session, supervisor, work
 
-__all__ = ["presence", "selection", "session", "supervisor", "work"]
+__all__ = ["bulk", "calls", "presence", "selection", "session", "supervisor", "work"]

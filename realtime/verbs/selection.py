@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import Field
-from sqlalchemy import select
+from sqlalchemy import ARRAY, BigInteger, Table, any_, bindparam, select
 
 from domain.db import repositories as repo
 from domain.db import tables as t
@@ -14,10 +15,11 @@ from domain.model import Role
 from presence.agents import epoch_ms
 from realtime import metrics
 from realtime.connection import Context
-from realtime.events import SelectionRow, iso_ms, selection_released
+from realtime.events import overview_row, selection_released
 from realtime.protocol import Request, WireId, verb
 
 SUPERVISORS = (Role.SUPERVISOR, Role.ADMIN)
+NAMES_CHUNK = 500
 
 
 class SelectionRelease(Request):
@@ -88,42 +90,41 @@ async def selected_watch(ctx: Context, request: SelectedWatch) -> dict[str, Any]
     timeout_ms = int(services.settings.presence_timeout_seconds * 1000)
     await services.events.watch(owner, ctx.user.id, epoch_ms() + timeout_ms)
     await services.selections.ensure_ready(owner)
-    selections = [
-        s
-        for s in await services.selections.store.snapshot(owner)
-        if assignment_id is None or s.assignment_id == assignment_id
+    live = [
+        row
+        for row in await services.selections.store.live_rows(owner)
+        if assignment_id is None or row["assignment_id"] == assignment_id
     ]
-    shown = await services.presence.snapshot(owner)
+    online = await services.presence.online_users(owner)
     async with services.engine.connect() as conn:
-        users = dict(
-            (
-                await conn.execute(
-                    select(t.users.c.id, t.users.c.name).where(t.users.c.data_owner_id == owner)
-                )
-            ).all()
-        )
-        names: dict[int, str] = {}
-        ids = [s.customer_id for s in selections]
-        for start in range(0, len(ids), 500):
-            rows = await conn.execute(
-                select(t.customers.c.id, t.customers.c.name).where(
-                    t.customers.c.data_owner_id == owner,
-                    t.customers.c.id.in_(ids[start : start + 500]),
-                )
-            )
-            names.update(dict(rows.all()))
+        users = await _names(conn, t.users, owner, (row["user_id"] for row in live))
+        customers = await _names(conn, t.customers, owner, (row["customer_id"] for row in live))
     return {
         "rows": [
-            SelectionRow(
-                user_id=str(s.user_id),
-                user_name=users.get(s.user_id, ""),
-                online=bool(shown.get(s.user_id) and shown[s.user_id].online),
-                customer_id=str(s.customer_id),
-                customer_name=names.get(s.customer_id, ""),
-                assignment_id=None if s.assignment_id is None else str(s.assignment_id),
-                segment_id=None if s.segment_id is None else str(s.segment_id),
-                selected_at=iso_ms(s.since),
-            ).model_dump()
-            for s in selections
+            overview_row(
+                row,
+                users.get(row["user_id"], ""),
+                customers.get(row["customer_id"], ""),
+                row["user_id"] in online,
+            )
+            for row in live
         ]
     }
+
+
+async def _names(conn: Any, table: Table, owner: int, ids: Iterable[int]) -> dict[int, str]:
+    """id -> name of the owner's users or customers: one statement with an array parameter on
+    PostgreSQL (thousands of ids), IN lists of NAMES_CHUNK elsewhere."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    query = select(table.c.id, table.c.name).where(table.c.data_owner_id == owner)
+    if conn.dialect.name == "postgresql":
+        ids_param = bindparam("ids", type_=ARRAY(BigInteger))
+        rows = await conn.execute(query.where(table.c.id == any_(ids_param)), {"ids": wanted})
+        return dict(rows.all())
+    names: dict[int, str] = {}
+    for start in range(0, len(wanted), NAMES_CHUNK):
+        chunk = wanted[start : start + NAMES_CHUNK]
+        names.update((await conn.execute(query.where(table.c.id.in_(chunk)))).all())
+    return names

@@ -199,6 +199,28 @@ def test_serve_demo_runs_the_app_and_stops_its_embedded_redis(
     assert login.json()["user"]["role"] == "agent"
     assert httpx.get(f"{base_url}/readyz", timeout=10).status_code == 200
 
+    # Bulk commands beside the server, with nothing configured, find its embedded Redis.
+    token = httpx.post(
+        f"{base_url}/api/auth/token",
+        json={"username": "supervisor1", "password": "demo"},
+        timeout=10,
+    ).json()["token"]
+    assignments = httpx.get(
+        f"{base_url}/api/assignments", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    ).json()
+    filter_ = f'{{"assignment_id": {assignments[0]["id"]}}}'
+    cwd = log.parent
+    preview = dialhub(
+        "bulk", "preview", "--as", "supervisor1", "--filter", filter_, env=clean_env(), cwd=cwd
+    )
+    assert preview.returncode == 0, preview.stderr
+    assert "customers match" in preview.stdout
+
     process.terminate()
     assert process.wait(timeout=30) == 0
     assert not process_exists(redis_pid), "the embedded redis-server outlived dialhub serve"
+    assert not (cwd / "var" / "redis" / "embedded.url").exists()
+    alone = dialhub(
+        "bulk", "preview", "--as", "supervisor1", "--filter", filter_, env=clean_env(), cwd=cwd
+    )
+    assert_clean_failure(alone, "set REDIS_URL, or start `dialhub serve`")

@@ -69,8 +69,25 @@ def frames(customer: str, assignment: str) -> dict[str, dict[str, Any]]:
         "customer.get": {"customer_id": customer},
         "my_work.get": {},
         "work.resume": {},
+        "bulk.options": {"assignment_id": assignment},
+        "bulk.preview": {"filter": {"assignment_id": assignment}},
+        "bulk.outcome": {"filter": {"assignment_id": assignment}, "outcome_id": "sale"},
+        "bulk.move": {"filter": {"assignment_id": assignment}, "to_segment_id": "1"},
+        "bulk.import": {
+            "assignment_id": assignment,
+            "upload_id": "x",
+            "mapping": {"id": "external_id", "a": "b"},
+        },
+        "bulk.jobs": {"assignment_id": assignment},
+        "bulk.job": {"job_id": "1"},
+        "call.dial": {"customer_id": customer, "selection_token": "1"},
+        "call.hang_up": {},
+        "call.state": {},
     }
 
+
+BULK = ("bulk.options", "bulk.preview", "bulk.outcome", "bulk.move", "bulk.import")
+BULK += ("bulk.jobs", "bulk.job")
 
 # What a user without rights gets: agents are refused supervisor verbs outright; ids of
 # another data owner are unknown (rule 3); writes without the live selection are refused.
@@ -85,6 +102,8 @@ AGENT = {
     "customer.attempt": "selection_lost",
     "customer.save": "selection_lost",
     "customer.edit": "selection_lost",
+    "call.dial": "selection_lost",
+    **{verb: "forbidden" for verb in BULK},
 }
 SUPERVISOR = {
     "selected.watch": "not_found",
@@ -96,6 +115,9 @@ SUPERVISOR = {
     "customer.attempt": "selection_lost",
     "customer.save": "selection_lost",
     "customer.edit": "selection_lost",
+    "call.dial": "selection_lost",
+    **{verb: "not_found" for verb in BULK},
+    "bulk.import": "forbidden",  # imports are for administrators
 }
 
 

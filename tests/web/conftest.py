@@ -8,6 +8,7 @@ its pages is saved under test-artifacts/ (ignored by git).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -19,6 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.db import repositories as repo
 from domain.flows import AVAILABLE, CustomerFlow, DetailField, Outcome, Status
-from domain.model import CrmKind, FieldType, InfoField, Role, User
+from domain.model import AssignmentSetup, CrmKind, FieldType, InfoField, Role, User
 from domain.passwords import hash_password
 from presence.keys import owner_prefix
 from realtime.embedded import free_port
@@ -69,6 +71,16 @@ FLOW = CustomerFlow(
         ),
     ),
 )
+SIMULATED_PHONES = {
+    # Calls ring briefly and are answered, except numbers ending in 91 (busy) and 92 (no
+    # answer); an answered call talks until the agent hangs up.
+    "DIALHUB_SIM_ANSWER": "1",
+    "DIALHUB_SIM_BUSY": "0",
+    "DIALHUB_SIM_RING": "0.3",
+    "DIALHUB_SIM_TALK": "600",
+    "DIALHUB_SIM_NO_ANSWER": "0.4",
+    "DIALHUB_SIM_FATES": json.dumps({"91": "busy", "92": "no_answer"}),
+}
 INFO_FIELDS = (
     InfoField("municipality", "Municipality", FieldType.TEXT),
     InfoField("customer_since", "Customer since", FieldType.DATE),  # no customer has a value
@@ -146,7 +158,8 @@ def web_server(
     engine: AsyncEngine, database: dict[str, str | None], redis_url: str, work_dir: Path
 ) -> Iterator[Server]:
     """One node serving the API, the WebSocket and web_client/ on the run's database (the
-    `engine` fixture migrated it) and Redis. Its browser Origin is allowed."""
+    `engine` fixture migrated it) and Redis. Its browser Origin is allowed; its simulated phone
+    system rings briefly (SIMULATED_PHONES)."""
     port = free_port()
     var_dir = work_dir / "web"
     var_dir.mkdir(parents=True, exist_ok=True)
@@ -159,6 +172,7 @@ def web_server(
         DIALHUB_ALLOWED_ORIGINS=f'["http://127.0.0.1:{port}"]',
         DIALHUB_PRESENCE_TIMEOUT="2",
         DIALHUB_SHUTDOWN_RETRY_MS="[100, 400]",
+        **SIMULATED_PHONES,
     )
     if database["schema"]:
         env["DIALHUB_DB_SCHEMA"] = str(database["schema"])
@@ -197,7 +211,15 @@ async def tenant(
     all granted the list. Its Redis keys are removed at the end."""
     owners: list[int] = []
 
-    async def make(*, agents: int = 2, customers: int = 6) -> Tenant:
+    async def make(
+        *,
+        agents: int = 2,
+        customers: int = 6,
+        setup: AssignmentSetup | None = None,
+        phone_endings: list[str] | None = None,
+    ) -> Tenant:
+        """`setup`: the list's assignment setup (dial mode, timers); `phone_endings[i]`: the
+        last two digits of customer i's number (the simulator's fates)."""
         tag = uuid.uuid4().hex[:8]
         owner_id = random.SystemRandom().randrange(3_000_000_000, 4_000_000_000)
         async with engine.begin() as conn:
@@ -205,7 +227,7 @@ async def tenant(
             owners.append(owner.id)
             crm = await repo.create_crm(conn, owner.id, "CRM", CrmKind.B2C, INFO_FIELDS)
             name = f"Winter offer {tag}"
-            assignment = await repo.create_assignment(conn, owner.id, crm.id, name, FLOW)
+            assignment = await repo.create_assignment(conn, owner.id, crm.id, name, FLOW, setup)
 
             async def user(label: str, role: Role) -> User:
                 created = await repo.create_user(
@@ -231,7 +253,7 @@ async def tenant(
                         "crm_id": crm.id,
                         "external_id": f"w{i}",
                         "name": names[i],
-                        "phones": [f"+47900000{i:02d}"],
+                        "phones": [_phone(i, phone_endings)],
                         "info": {"municipality": "Bergen"},
                         "assignment_id": assignment.id,
                         "segment_id": assignment.unsegmented.id,
@@ -252,6 +274,13 @@ async def tenant(
         await client.aclose()
 
 
+def _phone(i: int, endings: list[str] | None) -> str:
+    """Customer i's number; with `endings`, one ending in endings[i]."""
+    if endings and i < len(endings):
+        return f"+479{i:05d}{endings[i]}"
+    return f"+47900000{i:02d}"
+
+
 # The browser --------------------------------------------------------------------------------
 
 
@@ -269,17 +298,20 @@ async def browser() -> AsyncIterator[Browser]:
 async def log_in(
     browser: Browser, web_server: Server, request: pytest.FixtureRequest
 ) -> AsyncIterator[Callable[..., Awaitable[Page]]]:
-    """log_in(user, path="/"): a fresh browser context logged in as `user` through the form.
+    """log_in(user, path="/", clock_skew=None): a fresh browser context logged in as `user`
+    through the form; `clock_skew` sets the page's clock that far off the real time.
     On failure each page's screenshot goes to test-artifacts/<test>/."""
     pages: list[tuple[str, Page]] = []
 
-    async def open_page(user: User, path: str = "/") -> Page:
+    async def open_page(user: User, path: str = "/", clock_skew: timedelta | None = None) -> Page:
         context = await browser.new_context(
             viewport={"width": 1280, "height": 800}, locale="en-GB", base_url=web_server.url
         )
         context.set_default_timeout(10_000)
         page = await context.new_page()
         pages.append((user.username, page))
+        if clock_skew is not None:  # the desk's clock is this far off (time still runs)
+            await page.clock.install(time=datetime.now(UTC) + clock_skew)
         await page.goto(path)
         await page.get_by_label("Username").fill(user.username)
         await page.get_by_label("Password").fill(PASSWORD)

@@ -1,5 +1,7 @@
 // The agent's softphone page: log in, My Work, list work, the customer screen, and being
-// thrown out of it when a supervisor releases the customer (DOMAIN rules 7-18).
+// thrown out of it when a supervisor releases the customer (DOMAIN rules 7-18); the call panel
+// (softphone.js) follows the server's dialer, which also hands out customers by itself
+// (`work.pushed`) in progressive and predictive lists.
 // Speaks only the wire protocol of docs/protocol.md.
 
 import { $, fill, h, nextId } from "./dom.js";
@@ -7,10 +9,12 @@ import * as fmt from "./format.js";
 import { t } from "./i18n.js";
 import { Connection } from "./connection.js";
 import { isSupervisor, tabState } from "./session.js";
-import { createLocalSoftphone } from "./softphone.js";
+import { createPanel, createSoftphone, MOVES_ON } from "./softphone.js";
 import { clearNotice, notify, setUpShell } from "./shell.js";
 
-const VIEWS = ["login", "mywork", "screen", "details"];
+const VIEWS = ["login", "mywork", "screen", "waiting", "details"];
+/** How long the page waits for the dialer's next customer before it asks the server. */
+const NEXT_CHECK_MS = 5000;
 
 const state = {
   session: null,
@@ -23,9 +27,25 @@ const state = {
   assignments: new Map(), // id -> {name, segments}
   details: null, // customer id shown in the details view
   presence: tabState.get("presence", "available"),
+  shownToken: 0, // the newest selection token shown: an older screen never replaces a newer one
+  listWork: null, // {assignmentId}: the list the user works (dialed lists push customers)
+  dialMode: null, // preview / progressive / predictive, as the dialer's pushes say
+  listEmpty: 0, // `work.pushed` list_empty events seen (a start or save reply compares)
+  carryNotice: null, // what to say again once the next customer's screen is open
+  nextCheck: null, // timer: the next customer did not come, ask the server
 };
 
-const softphone = createLocalSoftphone();
+const softphone = createSoftphone((type, fields) => state.conn.request(type, fields));
+const panel = createPanel(softphone, { dialMode: () => state.dialMode });
+let lastPhase = "off";
+softphone.subscribe(() => {
+  // The dialer shows talking and wrap-up to supervisors; after them the agent's own state.
+  const phase = softphone.phase;
+  const dialerShown = (p) => p === "talking" || p === "wrap_up";
+  if (dialerShown(phase)) paintPresence(phase);
+  else if (dialerShown(lastPhase)) sendPresence();
+  lastPhase = phase;
+});
 
 // Views -------------------------------------------------------------------------------------
 
@@ -76,6 +96,12 @@ function assignmentName(id) {
 }
 
 async function onReady(reply, { reconnected }) {
+  let dialing = null;
+  try {
+    dialing = await softphone.refresh(); // the call panel after a reload or reconnect
+  } catch {
+    // the panel keeps what it had; the next dialing.changed corrects it
+  }
   sendPresence();
   if (state.inflight > 0) return; // the write's answer decides what to show
   const selection = reply.selection;
@@ -97,7 +123,12 @@ async function onReady(reply, { reconnected }) {
     throwOut(state.screen.customer.id, t("kick.endedWhileAway"), state.screen.customer.name);
     return;
   }
-  if (!reconnected || state.view === "mywork") {
+  if (dialing && dialing.state !== "off" && state.view !== "details") {
+    showWaiting(); // list work of a dialed list goes on: the next customer comes by itself
+    return;
+  }
+  state.listWork = null;
+  if (state.view === "waiting" || !reconnected || state.view === "mywork") {
     if (state.view !== "details") await showMyWork();
   }
 }
@@ -106,7 +137,7 @@ async function reopenScreen() {
   try {
     const { screen } = await state.conn.request("work.resume");
     if (screen) showScreen(screen);
-    else await showMyWork();
+    else await afterNothingHeld();
   } catch (error) {
     notify(errorText(error), "error");
   }
@@ -116,13 +147,20 @@ function sendPresence() {
   if (!state.conn) return;
   const select = $("#presence");
   select.value = state.presence;
+  const phase = softphone.phase;
+  if (phase === "talking" || phase === "wrap_up") {
+    paintPresence(phase); // the dialer set it; the agent's choice comes back after the call
+    return;
+  }
   state.conn
     .request("presence.set", { state: state.presence })
-    .then(({ state: shown }) => {
-      $("#presence-shown").textContent = t(`presence.${shown}`);
-      $("#presence-shown").dataset.state = shown;
-    })
+    .then(({ state: shown }) => paintPresence(shown))
     .catch(() => {});
+}
+
+function paintPresence(shown) {
+  $("#presence-shown").textContent = t(`presence.${shown}`);
+  $("#presence-shown").dataset.state = shown;
 }
 
 function setPresence(value) {
@@ -138,13 +176,153 @@ function onEvent(name, data) {
     const who = data.released_by?.name ?? t("common.someone");
     const current = state.screen?.customer;
     if (current && current.id !== data.customer_id) {
-      notify(t("kick.releasedOther", { name: who }), "warning");
+      if (data.reason !== "wrap_up_timer") notify(t("kick.releasedOther", { name: who }), "warning");
+      return;
+    }
+    if (data.reason === "wrap_up_timer") {
+      // Rule 8 by the assignment's timer, not by a person: the next customer follows.
+      if (!current || state.revoked) return;
+      awaitNext(t("kick.wrapUp", { name: current.name }), "kick");
       return;
     }
     throwOut(data.customer_id, t("kick.released", { name: who }), current?.name);
+  } else if (name === "dialing.changed") {
+    softphone.applyDialing(data);
+  } else if (name === "call.state") {
+    softphone.applyCall(data);
+    const current = state.screen?.customer;
+    if (data.state === "ended" && MOVES_ON.has(data.result) && current?.id === data.customer_id && !state.revoked) {
+      // Busy or no answer: the server registered the attempt and let the customer go (rule
+      // 13); the dialer hands out the next one as work.pushed.
+      const result = t(`phone.result.${data.result}`, {}, data.result);
+      awaitNext(t("phone.movedOn", { name: current.name, result }), "info");
+    }
+  } else if (name === "work.pushed") {
+    onPushed(data);
   } else if (name === "resync") {
     // The events missed are gone; the resume reply that follows says what we hold.
   }
+}
+
+/** The dialer handed the agent a customer (now its selection), or says the list is empty. */
+function onPushed(data) {
+  if (data.mode) state.dialMode = data.mode;
+  if (data.screen) {
+    state.listWork ??= { assignmentId: data.screen.assignment_id };
+    acceptScreen(data.screen);
+    if (data.answered) notify(t("phone.connected", { name: data.screen.customer.name }), "info");
+    return;
+  }
+  if (data.reason !== "list_empty") return;
+  state.listEmpty += 1;
+  if (state.inflight > 0) return; // the start or save reply sees it
+  if (state.screen && state.screen.mode === "manual" && !state.revoked) return;
+  leaveList(t("mywork.listEmpty"));
+}
+
+/**
+ * A screen from the dialer or from a reply: shown unless a newer one (higher fencing token) is
+ * open already; the same one already open is left as it is (its input kept).
+ */
+function acceptScreen(screen, { notice = null } = {}) {
+  const token = Number(screen.selection_token);
+  if (token < state.shownToken) return false;
+  const open = state.screen && !state.revoked && state.view !== "waiting";
+  if (open && token === state.shownToken && state.screen.customer.id === screen.customer.id) {
+    if (notice) notify(notice, "info");
+    return false;
+  }
+  showScreen(screen);
+  if (notice) notify(notice, "info");
+  return true;
+}
+
+/**
+ * The customer on screen is gone by the dialer's doing (wrap-up timer, busy, no answer): leave
+ * its screen now and wait for the next one; ask the server if it does not come.
+ */
+function awaitNext(message, kind) {
+  state.revoked = true;
+  state.screen = null;
+  state.form = null;
+  fill($("#screen-view"));
+  notify(message, kind);
+  state.carryNotice = { message, kind };
+  showWaiting("next");
+}
+
+/** Waiting in list work: for the dialer's call (predictive) or the next customer. */
+function showWaiting(kind = "call") {
+  showView("waiting");
+  const list = state.listWork ? assignmentName(state.listWork.assignmentId) : null;
+  const title = kind === "next" ? t("waiting.next") : t("waiting.title");
+  fill(
+    $("#waiting-view"),
+    h(
+      "div",
+      { class: "screen-head" },
+      h("h1", { tabindex: "-1", id: "waiting-title", text: title }),
+      list && h("span", { class: "muted", text: list }),
+      h("span", { class: "grow" }),
+      h("button", { type: "button", id: "stop-list", text: t("waiting.stop"), onclick: stopList }),
+    ),
+    h("p", { class: "muted", text: kind === "next" ? t("waiting.nextHint") : t("waiting.hint") }),
+    h("div", { class: "waiting-grid" }, panel.element),
+  );
+  panel.show({ waiting: true });
+  focusHeading("waiting");
+  armNextCheck();
+}
+
+/** A customer the dialer should push did not come: ask the server what the agent holds. */
+function armNextCheck() {
+  clearTimeout(state.nextCheck);
+  state.nextCheck = setTimeout(async () => {
+    if (state.view !== "waiting" || !state.conn || state.inflight) return;
+    try {
+      const { screen } = await state.conn.request("work.resume");
+      if (state.view !== "waiting") return;
+      if (screen) acceptScreen(screen);
+      else await afterNothingHeld();
+    } catch {
+      armNextCheck();
+    }
+  }, NEXT_CHECK_MS);
+}
+
+/** The user holds no customer: wait on when its list is still dialed, else My Work. */
+async function afterNothingHeld() {
+  let dialing = null;
+  try {
+    dialing = await softphone.refresh();
+  } catch {
+    // unknown: My Work is the safe place
+  }
+  if (dialing && dialing.state === "available" && state.listEmpty === 0) {
+    if (state.view !== "waiting") showWaiting();
+    else armNextCheck();
+    return;
+  }
+  leaveList();
+}
+
+/** List work is over (empty list, stopped): back to My Work. */
+function leaveList(message) {
+  clearTimeout(state.nextCheck);
+  state.listWork = null;
+  state.screen = null;
+  state.form = null;
+  state.carryNotice = null;
+  panel.show(null);
+  fill($("#screen-view"));
+  fill($("#waiting-view"));
+  sendPresence();
+  showMyWork(message);
+}
+
+async function stopList() {
+  if (state.inflight) return;
+  await write("work.stop", {}, () => leaveList(t("screen.stopped")));
 }
 
 /** Rule 8: leave the customer screen now; its unsaved input is gone and nothing more is sent. */
@@ -152,7 +330,7 @@ function throwOut(customerId, message, customerName) {
   state.revoked = true;
   state.screen = null;
   state.form = null;
-  softphone.reset();
+  panel.show(null);
   fill($("#screen-view"));
   notify(message, "kick");
   openDetails(customerId, customerName);
@@ -201,7 +379,7 @@ function renderMyWork(data) {
       h("button", {
         type: "button",
         class: "primary",
-        disabled: Boolean(holding),
+        disabled: Boolean(holding || state.listWork),
         "data-start": list.id,
         text: t("mywork.start"),
         "aria-label": t("mywork.startNamed", { name: list.name }),
@@ -228,6 +406,17 @@ function renderMyWork(data) {
         t("mywork.holding", { name: holding.customer.name }),
         " ",
         h("button", { type: "button", text: t("nav.backToCustomerShort"), onclick: backToScreen }),
+      ),
+    !holding &&
+      state.listWork &&
+      h(
+        "p",
+        { class: "holding" },
+        t("mywork.inListWork", { name: assignmentName(state.listWork.assignmentId) }),
+        " ",
+        h("button", { type: "button", text: t("mywork.backToWaiting"), onclick: () => showWaiting() }),
+        " ",
+        h("button", { type: "button", text: t("waiting.stop"), onclick: stopList }),
       ),
     h(
       "div",
@@ -265,11 +454,16 @@ function followUpRow(f) {
 
 async function startList(assignmentId, segmentIds) {
   clearNotice();
-  await write(
-    "work.start",
-    { assignment_id: assignmentId, segment_ids: segmentIds },
-    ({ screen }) => (screen ? showScreen(screen) : showMyWork(t("mywork.listEmpty"))),
-  );
+  state.dialMode = null;
+  const mark = markStep();
+  await write("work.start", { assignment_id: assignmentId, segment_ids: segmentIds }, (reply) => {
+    state.listWork = { assignmentId };
+    softphone.applyDialing(reply.dialing);
+    if (reply.screen) acceptScreen(reply.screen);
+    else if (pushedMeanwhile(mark)) return;
+    else if (reply.dialing?.state === "available" && state.listEmpty === 0) showWaiting();
+    else leaveList(t("mywork.listEmpty"));
+  });
 }
 
 function backToScreen() {
@@ -363,14 +557,20 @@ async function selectCustomer(customerId) {
 
 function showScreen(screen) {
   clearNotice();
+  clearTimeout(state.nextCheck);
   state.screen = screen;
+  state.shownToken = Math.max(state.shownToken, Number(screen.selection_token));
   state.revoked = false;
   state.details = null;
-  softphone.reset();
+  if (screen.mode === "list") state.listWork ??= { assignmentId: screen.assignment_id };
+  panel.clearMessage();
   renderScreen(screen);
   showView("screen");
   sendPresence();
   focusHeading("screen");
+  const carried = state.carryNotice;
+  state.carryNotice = null;
+  if (carried) notify(carried.message, carried.kind);
 }
 
 function renderScreen(s) {
@@ -441,7 +641,7 @@ function renderScreen(s) {
       h(
         "div",
         { class: "col" },
-        softphonePanel(c),
+        mountPanel(s),
         h(
           "form",
           { class: "panel", id: "outcome-form", novalidate: true, "aria-labelledby": "outcome-h", onsubmit: (e) => (e.preventDefault(), saveOutcome()) },
@@ -653,6 +853,12 @@ function writable() {
   return Boolean(state.screen) && !state.revoked && state.inflight === 0;
 }
 
+/** The call panel, for the screen being rendered. */
+function mountPanel(s) {
+  panel.show({ customer: s.customer, token: s.selection_token, mode: s.mode });
+  return panel.element;
+}
+
 async function saveOutcome() {
   if (!writable()) return;
   const form = state.form;
@@ -690,8 +896,9 @@ async function saveOutcome() {
   }
   screenError("");
   if (!(await flushInfo())) return;
-  softphone.hangUp();
-  await write("customer.save", request, (reply) => afterStep(reply, request.next, t("screen.saved")));
+  // A call still up ends on the server with the save (rule 17 for "My Work" also stops timers).
+  const mark = markStep();
+  await write("customer.save", request, (reply) => afterStep(reply, request.next, t("screen.saved"), mark));
 }
 
 async function attempt(kind) {
@@ -714,9 +921,9 @@ async function attempt(kind) {
   }
   screenError("");
   if (!(await flushInfo())) return;
-  softphone.hangUp();
+  const mark = markStep();
   await write("customer.attempt", request, (reply) =>
-    afterStep(reply, request.next, t(`attempt.done.${kind}`)),
+    afterStep(reply, request.next, t(`attempt.done.${kind}`), mark),
   );
 }
 
@@ -749,30 +956,46 @@ async function saveFields(changes = changedInfo()) {
   return ok;
 }
 
-function afterStep({ screen }, next, doneText) {
-  if (screen) {
-    showScreen(screen);
+/** Before a step: what its reply is compared with (the dialer may push while it runs). */
+function markStep() {
+  state.listEmpty = 0;
+  return { token: state.shownToken };
+}
+
+/** A customer pushed while the step ran is open already: the step's empty answer is older. */
+function pushedMeanwhile(mark) {
+  return Boolean(state.screen) && !state.revoked && state.shownToken > mark.token;
+}
+
+function afterStep({ screen, dialing }, next, doneText, mark) {
+  softphone.applyDialing(dialing);
+  if (!screen && pushedMeanwhile(mark)) {
     notify(doneText, "info");
     return;
   }
-  state.screen = null;
-  state.form = null;
-  softphone.reset();
-  fill($("#screen-view"));
-  sendPresence();
-  showMyWork(next === "next_from_list" ? t("mywork.listEmpty") : doneText);
+  if (screen) {
+    if (next === "continue") {
+      showScreen(screen);
+      notify(doneText, "info");
+    } else acceptScreen(screen, { notice: doneText });
+    return;
+  }
+  if (next === "next_from_list" && dialing?.state === "available" && state.listEmpty === 0) {
+    // Predictive: the dialer connects the next answered call; wait here, not in My Work.
+    state.screen = null;
+    state.form = null;
+    fill($("#screen-view"));
+    notify(doneText, "info");
+    showWaiting();
+    return;
+  }
+  leaveList(next === "next_from_list" ? t("mywork.listEmpty") : doneText);
 }
 
 async function stopWork() {
   if (state.revoked || state.inflight) return;
   if (!window.confirm(t("screen.stopConfirm"))) return;
-  await write("work.stop", {}, () => {
-    state.screen = null;
-    state.form = null;
-    softphone.reset();
-    fill($("#screen-view"));
-    showMyWork(t("screen.stopped"));
-  });
+  await write("work.stop", {}, () => leaveList(t("screen.stopped")));
 }
 
 /**
@@ -871,60 +1094,6 @@ function historyDetail(e) {
   return "";
 }
 
-// Softphone panel ----------------------------------------------------------------------------
-
-function softphonePanel(c) {
-  const phone = c.phones[0] ?? null;
-  const stateText = h("span", { id: "call-state", class: "call-state", role: "status" });
-  const timer = h("span", { id: "call-timer", class: "timer", "aria-label": t("phone.timer") }, "0:00");
-  const button = h("button", { type: "button", id: "call-button", class: "call", "aria-keyshortcuts": "Alt+C", disabled: !phone });
-  let tick = null;
-  const unsubscribe = softphone.subscribe((call) => {
-    clearInterval(tick);
-    stateText.textContent = t(`phone.${call.state}`);
-    stateText.dataset.state = call.state;
-    button.textContent = call.state === "in_call" ? t("phone.hangUp") : t("phone.call");
-    button.classList.toggle("danger", call.state === "in_call");
-    const paint = () => {
-      const end = call.endedAt ?? Date.now();
-      timer.textContent = call.startedAt ? fmt.duration(end - call.startedAt) : "0:00";
-    };
-    paint();
-    if (call.state === "in_call") tick = setInterval(paint, 500);
-  });
-  button.addEventListener("click", () => toggleCall(phone));
-  const panel = h(
-    "section",
-    { class: "panel softphone", "aria-labelledby": "phone-h" },
-    h("h2", { id: "phone-h", text: t("phone.title") }),
-    h(
-      "div",
-      { class: "phone-row" },
-      phone ? h("a", { href: `tel:${phone}`, class: "phone", id: "phone-link", text: phone }) : h("span", { class: "muted", text: t("phone.none") }),
-      stateText,
-      timer,
-      button,
-    ),
-    h("p", { class: "muted small", text: t("phone.localHint") }),
-  );
-  // Stop listening once the screen is gone.
-  const observer = new MutationObserver(() => {
-    if (!panel.isConnected) {
-      unsubscribe();
-      clearInterval(tick);
-      observer.disconnect();
-    }
-  });
-  observer.observe($("#screen-view"), { childList: true });
-  return panel;
-}
-
-function toggleCall(phone) {
-  if (!state.screen || !phone) return;
-  if (softphone.state === "in_call") softphone.hangUp();
-  else softphone.call(phone);
-}
-
 // Keyboard shortcuts --------------------------------------------------------------------------
 
 export const SHORTCUTS = [
@@ -933,6 +1102,7 @@ export const SHORTCUTS = [
   ["Alt+L", "shortcut.callBack"],
   ["Alt+1 … Alt+9", "shortcut.outcome"],
   ["Alt+C", "shortcut.call"],
+  ["Alt+X", "shortcut.hangUp"],
   ["Alt+M", "shortcut.myWork"],
   ["Alt+K", "shortcut.customer"],
   ["Alt+P", "shortcut.pause"],
@@ -947,7 +1117,8 @@ function onKey(event) {
   if (code === "KeyS" && onScreen) saveOutcome();
   else if (code === "KeyN" && onScreen) attempt("no_answer");
   else if (code === "KeyL" && onScreen) attempt("call_back_later");
-  else if (code === "KeyC" && onScreen) toggleCall(state.screen.customer.phones[0]);
+  else if (code === "KeyC" && (onScreen || state.view === "waiting")) panel.toggle();
+  else if (code === "KeyX") panel.hangUp();
   else if (code === "KeyM") showMyWork();
   else if (code === "KeyK" && state.screen) backToScreen();
   else if (code === "KeyP") setPresence(state.presence === "paused" ? "available" : "paused");
@@ -982,6 +1153,11 @@ export function boot() {
       state.conn?.stop();
       state.conn = null;
       state.screen = null;
+      state.listWork = null;
+      state.shownToken = 0;
+      clearTimeout(state.nextCheck);
+      softphone.reset();
+      panel.show(null);
       showView("login");
     },
   });
@@ -997,10 +1173,12 @@ export function boot() {
 function rerender() {
   if (!state.conn) return;
   if (state.view === "mywork") showMyWork();
+  else if (state.view === "waiting") showWaiting();
   else if (state.view === "details" && state.details) openDetails(state.details);
   else if (state.view === "screen" && state.screen && !Object.keys(changedInfo()).length && !state.form?.outcome) {
     renderScreen(state.screen);
   }
+  panel.repaint();
   showView(state.view);
   if (state.conn) sendPresence();
 }

@@ -1,6 +1,7 @@
 // The supervisor page: Selected Customers live (selected.watch), the agents' presence board
 // (presence.watch) and releasing a selection with a confirmation (DOMAIN rules 7-9).
 
+import { setUpBulk } from "./bulk.js";
 import { Connection } from "./connection.js";
 import { $, fill, h } from "./dom.js";
 import * as fmt from "./format.js";
@@ -20,6 +21,7 @@ const state = {
 };
 
 let shell;
+let bulk;
 
 const SHORTCUTS = [
   ["Alt+F", "shortcut.filter"],
@@ -34,6 +36,7 @@ export function boot() {
     onLanguage: () => {
       renderFilter();
       renderAll();
+      bulk.render();
     },
     onSession: (session) => {
       if (!isSupervisor(session.user)) {
@@ -44,6 +47,12 @@ export function boot() {
     },
     onLoggedOut: () => state.conn?.stop(),
   });
+  bulk = setUpBulk({
+    conn: () => state.conn,
+    token: () => state.token,
+    assignments: () => state.assignments,
+  });
+  setUpTabs();
   $("#filter-assignment").addEventListener("change", (e) => {
     state.filter = e.target.value;
     renderTable();
@@ -70,6 +79,7 @@ function start(session) {
     onAuthLost: () => shell.loggedOut(),
   });
   state.conn = conn;
+  state.token = session.token;
   shell.watch(conn);
   conn.start();
   loadAssignments();
@@ -85,6 +95,33 @@ async function loadAssignments() {
   }
   renderFilter();
   renderTable();
+  bulk.assignmentsLoaded();
+}
+
+// Tabs: Selected Customers, Bulk operations, Import (WAI-ARIA tabs, arrow keys between them).
+
+function setUpTabs() {
+  const tabs = () => [...document.querySelectorAll("[role='tab']")].filter((tab) => !tab.hidden);
+  const select = (tab) => {
+    for (const other of document.querySelectorAll("[role='tab']")) {
+      const chosen = other === tab;
+      other.setAttribute("aria-selected", String(chosen));
+      other.tabIndex = chosen ? 0 : -1;
+      $(`#${other.getAttribute("aria-controls")}`).hidden = !chosen;
+    }
+  };
+  for (const tab of document.querySelectorAll("[role='tab']")) {
+    tab.addEventListener("click", () => select(tab));
+    tab.addEventListener("keydown", (event) => {
+      const list = tabs();
+      const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+      if (!step) return;
+      const next = list[(list.indexOf(tab) + step + list.length) % list.length];
+      select(next);
+      next.focus();
+      event.preventDefault();
+    });
+  }
 }
 
 /** After every (re)connect: watching is per connection, so ask again for both snapshots. */
@@ -101,10 +138,13 @@ async function onReady() {
   } catch (error) {
     if (error.code !== "disconnected") notify(error.message, "error");
   }
+  bulk.onReady();
 }
 
 function onEvent(name, data) {
-  if (name === "selected.changed") {
+  if (name.startsWith("bulk.")) {
+    bulk.onEvent(name, data);
+  } else if (name === "selected.changed") {
     const row = data.row ?? data;
     if (data.op === "released") state.rows.delete(row.customer_id);
     else state.rows.set(row.customer_id, row);
@@ -254,7 +294,7 @@ async function onReleaseDialogClose() {
 
 // Presence board ---------------------------------------------------------------------------------
 
-const STATE_ORDER = ["working", "available", "wrap_up", "paused", "offline"];
+const STATE_ORDER = ["talking", "working", "available", "wrap_up", "paused", "offline"];
 
 function renderBoard() {
   const agents = [...state.users.values()].filter((u) => u.role === "agent");

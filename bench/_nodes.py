@@ -1,0 +1,259 @@
+"""What the benchmarks that run real `dialhub serve` nodes share (a module, not a benchmark).
+
+Where Redis and the database come from, starting and stopping nodes on loopback ports, one
+request over a WebSocket, the `ping` round trip every such benchmark reports as its same-run
+baseline, and forgetting a bench data owner's Redis keys afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+import websockets
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.db.engine import async_url, make_engine, migrate
+from presence.agents import OWNERS_KEY
+from presence.keys import owner_prefix
+from realtime.embedded import EmbeddedRedis, free_port
+
+DIALHUB = str(Path(sys.executable).with_name("dialhub"))
+LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+LOCAL_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def raise_nofile() -> None:
+    """Many sockets in one process: take the hard limit of open files."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# Redis and the database -----------------------------------------------------------------------
+
+
+async def _redis_answers(url: str) -> bool:
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(await client.ping())
+    except Exception:
+        return False
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def redis_server(work: Path, *, probe_local: bool = False) -> AsyncIterator[str]:
+    """REDIS_URL; else (with `probe_local`) the machine's Redis if it answers; else an
+    embedded redis-server in `work`. Benches never flush a Redis: they use a data owner of
+    their own and delete its keys (`forget_owner`)."""
+    configured = os.environ.get("REDIS_URL")
+    if configured:
+        yield configured
+        return
+    if probe_local and await _redis_answers(LOCAL_REDIS):
+        yield LOCAL_REDIS
+        return
+    with EmbeddedRedis(work / "redis", extra_args=("--maxclients", "10000")) as server:
+        yield server.url
+
+
+@dataclass(frozen=True)
+class Database:
+    engine: AsyncEngine
+    url: str
+    """What the nodes get as DATABASE_URL."""
+    schema: str | None
+    kind: str
+
+
+async def _postgres_answers(url: str) -> bool:
+    engine = make_engine(url)
+    try:
+        async with asyncio.timeout(3), engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+    finally:
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def database(
+    work: Path, name: str, *, probe_local: bool = False, pool_size: int = 10
+) -> AsyncIterator[Database]:
+    """A migrated database of this run alone: a fresh schema of DATABASE_URL (or, with
+    `probe_local`, of the machine's PostgreSQL if it answers), dropped at the end; else a
+    SQLite file in `work`."""
+    url = os.environ.get("DATABASE_URL")
+    if not url and probe_local and await _postgres_answers(LOCAL_POSTGRES):
+        url = LOCAL_POSTGRES
+    url = async_url(url, work / f"{name}.sqlite3")
+    if url.startswith("sqlite"):
+        engine = make_engine(url)
+        try:
+            await migrate(engine)
+            yield Database(engine, url, None, "sqlite")
+        finally:
+            await engine.dispose()
+        return
+    schema = f"bench_{name}_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(url)
+    async with admin.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine = make_engine(url, schema=schema, pool_size=pool_size)
+    try:
+        await migrate(engine)
+        yield Database(engine, url, schema, "postgresql")
+    finally:
+        await engine.dispose()
+        async with admin.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await admin.dispose()
+
+
+async def forget_owner(redis_url: str, owner: int) -> None:
+    """Delete every Redis key of one data owner (and its entry in the sweepers' set)."""
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        batch: list[str] = []
+        async for key in client.scan_iter(match=f"{owner_prefix(owner)}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await client.delete(*batch)
+                batch.clear()
+        if batch:
+            await client.delete(*batch)
+        await client.srem(OWNERS_KEY, str(owner))
+    finally:
+        await client.aclose()
+
+
+# Nodes ----------------------------------------------------------------------------------------
+
+
+def node_env(redis_url: str, db: Database, work: Path, secret: str, **extra: str) -> dict[str, str]:
+    """The environment of a node: this run's Redis, database and secret, nothing inherited
+    from DIALHUB_* of the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIALHUB_")}
+    env.update(
+        REDIS_URL=redis_url,
+        DATABASE_URL=db.url,
+        DIALHUB_SECRET_KEY=secret,
+        DIALHUB_VAR_DIR=str(work),
+        **extra,
+    )
+    if db.schema:
+        env["DIALHUB_DB_SCHEMA"] = db.schema
+    return env
+
+
+@dataclass(frozen=True)
+class Node:
+    process: subprocess.Popen[bytes]
+    port: int
+
+    def ws(self, token: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws?token={token}"
+
+
+def start_node(env: dict[str, str], cwd: Path) -> Node:
+    """`dialhub serve` on a free loopback port, its stderr in `cwd`/node-<port>.log; returns
+    once /readyz answers."""
+    port = free_port()
+    process = subprocess.Popen(
+        [DIALHUB, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=(cwd / f"node-{port}.log").open("wb"),
+        preexec_fn=raise_nofile,
+    )
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"a node exited at start; see {cwd}/node-{port}.log")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return Node(process, port)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise SystemExit("a node did not become ready")
+
+
+def stop_nodes(nodes: list[Node]) -> None:
+    for node in nodes:
+        node.process.terminate()
+    for node in nodes:
+        try:
+            node.process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            node.process.kill()
+            node.process.wait()
+
+
+# The wire ---------------------------------------------------------------------------------------
+
+
+async def connect(url: str) -> Any:
+    """A client WebSocket as the benches use it: no compression, no frame size limit."""
+    return await websockets.connect(url, compression=None, max_size=None, open_timeout=60)
+
+
+async def request(ws: Any, request_id: str, type_: str, **fields: Any) -> dict[str, Any]:
+    """Send one request and read frames until its reply (events in between are skipped)."""
+    await ws.send(json.dumps({"id": request_id, "type": type_, **fields}))
+    while True:
+        frame = json.loads(await ws.recv())
+        if frame.get("type") == "reply" and frame.get("id") == request_id:
+            return frame
+
+
+async def echo_times(url: str, rounds: int) -> list[float]:
+    """The baseline: `ping` round trips in ms on one connection, one at a time."""
+    times = []
+    async with websockets.connect(url, compression=None) as ws:
+        for i in range(rounds):
+            started = time.perf_counter()
+            await request(ws, f"e{i}", "ping")
+            times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+async def gather_limited(limit: int, calls: list[Any]) -> list[Any]:
+    """Await coroutines with at most `limit` running at once; the first failure cancels the
+    rest (none is left running against a database about to be dropped)."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(call: Any) -> Any:
+        async with gate:
+            return await call
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(one(c)) for c in calls]
+    return [task.result() for task in tasks]

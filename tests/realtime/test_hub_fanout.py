@@ -1,0 +1,97 @@
+"""Supervisor fan-out: one publish per event reaches every watcher on every node, each with its
+own seq, and the frame a watcher gets live is the frame it gets again on resume."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hub_kit import Node, connect
+
+from presence.agents import AgentPresence, UserEvents, event_frame, watchers_channel
+from realtime.events import SelectionRow, selection_made, selection_released
+from realtime.services import Services
+
+
+async def test_selected_changed_reaches_every_watcher_on_every_node(
+    nodes: tuple[Node, Node], new_tenant: Any, services: Services
+) -> None:
+    node_a, node_b = nodes
+    tenant = await new_tenant()
+    agent = tenant.agents[0]
+    watching = [
+        await connect(node_a.ws, tenant.token(tenant.supervisor)),
+        await connect(node_b.ws, tenant.token(tenant.supervisor)),
+        await connect(node_a.ws, tenant.token(tenant.admin)),
+    ]
+    idle = await connect(node_b.ws, tenant.token(tenant.admin))  # never watches
+    agent_tab = await connect(node_b.ws, tenant.token(agent))
+    try:
+        for client in watching:
+            assert (await client.request("selected.watch"))["data"] == {"rows": []}
+        assert (await idle.request("ping"))["ok"]
+        assert (await agent_tab.request("ping"))["ok"]
+
+        selection = await services.selections.select(tenant.owner, agent.id, tenant.customer_ids[0])
+        await selection_made(services, selection)
+        customer_id = str(tenant.customer_ids[0])
+        got = [await c.event("selected.changed", customer_id=customer_id) for c in watching]
+
+        for frame in got:
+            assert frame["data"]["op"] == "selected"
+            assert frame["data"]["user_name"] == agent.name
+            assert frame["data"]["customer_name"] == "Customer 0"
+            assert frame["data"]["online"] is True
+            row = SelectionRow.model_validate(frame["data"]["row"]).model_dump()
+            assert row == frame["data"]["row"]
+        supervisor_a, supervisor_b, admin_a = got
+        assert supervisor_a["seq"] == supervisor_b["seq"], "one event, one seq per user"
+        assert supervisor_a["data"] == admin_a["data"]
+
+        # The overview answers the same row the event carried.
+        again = await connect(node_b.ws, tenant.token(tenant.admin))
+        rows = (await again.request("selected.watch"))["data"]["rows"]
+        assert rows == [admin_a["data"]["row"]]
+
+        await idle.request("ping")
+        assert not [e for e in idle.events if e["event"] == "selected.changed"]
+
+        released = await services.selections.release(
+            tenant.owner, selection.customer_id, tenant.supervisor.id, supervisor=True
+        )
+        assert released is not None
+        await selection_released(services, released, tenant.supervisor)
+        for client in [*watching, again]:
+            gone = await client.event("selected.changed", customer_id=customer_id, op="released")
+            assert gone["data"]["user_id"] == str(agent.id)
+        await again.close()
+    finally:
+        for client in [*watching, idle, agent_tab]:
+            await client.close()
+
+
+async def test_watcher_frames_are_stored_as_sent(new_tenant: Any, services: Services) -> None:
+    """The node builds a watcher's frame from the one publish; replay reads the stream: the
+    two texts must be the same for a client to see one event, not two."""
+    tenant = await new_tenant()
+    events: UserEvents = services.events
+    presence: AgentPresence = services.presence
+    watcher = tenant.supervisor.id
+    await events.watch(tenant.owner, watcher, 2**62)
+    pubsub = services.redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(watchers_channel(tenant.owner))
+    try:
+        await presence.set_state(tenant.owner, tenant.agents[0].id, "paused")
+        message = None
+        for _ in range(100):  # bounded: the publish is already done
+            message = await pubsub.get_message(timeout=0.05)
+            if message is not None:
+                break
+        assert message is not None
+        _started, event, to, data = message["data"].split("|", 3)
+        assert event == "presence.changed"
+        user, seq = to.split(":")
+        assert user == str(watcher)
+        frames, _last = await events.since(tenant.owner, watcher, int(seq) - 1, 10)
+        assert frames == [(int(seq), event_frame(int(seq), event, data))]
+    finally:
+        await pubsub.aclose()
