@@ -6,7 +6,9 @@ customer list in place of the database and Redis, and a simulated agent pool who
 (the customers') and wrap-up times (the agents') come from the simulator's distributions; the
 assignment's wrap-up timer cuts a wrap-up at 30 s. BENCH_PACING_AGENTS agents (default 50) work
 BENCH_PACING_HOURS simulated hours (default 8) at BENCH_PACING_ANSWER_RATE (default 0.30), once
-predictive, once progressive, with the same seed. Utilization is talk time / logged-in time.
+predictive, once progressive, with the same seed; BENCH_PACING_SHIFTS such shifts (default 3,
+seeds BENCH_PACING_SEED, +1, ...), figures their mean. Utilization is talk time / logged-in
+time; progressive dialing on the same seeds is the baseline.
 The last output line is JSON:
 {"bench": "pacing", "predictive_utilization": .., "progressive_utilization": .., "abandon_rate": ..}
 """
@@ -73,23 +75,36 @@ async def main() -> dict[str, object]:
     hours = float(os.environ.get("BENCH_PACING_HOURS", "8"))
     answer_rate = float(os.environ.get("BENCH_PACING_ANSWER_RATE", "0.30"))
     seed = int(os.environ.get("BENCH_PACING_SEED", "20261123"))
+    shifts = int(os.environ.get("BENCH_PACING_SHIFTS", "3"))
     started = time.perf_counter()
-    predictive = await run(DialMode.PREDICTIVE, agents, hours, answer_rate, seed)
-    progressive = await run(DialMode.PROGRESSIVE, agents, hours, answer_rate, seed)
-    print(
-        f"predictive: {predictive}\nprogressive: {progressive}\n"
-        f"wall seconds: {time.perf_counter() - started:.1f}",
-        file=sys.stderr,
-    )
+    # One shift's utilization swings about a point with its seed: the figures are the mean of
+    # `shifts` shifts (seed, seed + 1, ...), each mode on the same seeds; every shift is listed.
+    runs = []
+    for n in range(shifts):
+        predictive = await run(DialMode.PREDICTIVE, agents, hours, answer_rate, seed + n)
+        progressive = await run(DialMode.PROGRESSIVE, agents, hours, answer_rate, seed + n)
+        print(f"seed {seed + n}: predictive {predictive}", file=sys.stderr)
+        print(f"seed {seed + n}: progressive {progressive}", file=sys.stderr)
+        runs.append((predictive, progressive))
+    print(f"wall seconds: {time.perf_counter() - started:.1f}", file=sys.stderr)
+
+    def mean(values: list[float]) -> float:
+        return round(sum(values) / len(values), 4)
+
+    answered = sum(p["answered"] for p, _ in runs)
     return {
         "bench": "pacing",
         "agents": agents,
         "hours": hours,
         "answer_rate": answer_rate,
-        "seed": seed,
-        "predictive_utilization": round(predictive["utilization"], 4),
-        "progressive_utilization": round(progressive["utilization"], 4),
-        "abandon_rate": round(predictive["abandon_rate"], 4),
+        "seeds": [seed + n for n in range(shifts)],
+        "predictive_utilization": mean([p["utilization"] for p, _ in runs]),
+        "progressive_utilization": mean([q["utilization"] for _, q in runs]),
+        "abandon_rate": round(sum(p["abandoned"] for p, _ in runs) / answered, 4)
+        if answered
+        else 0.0,
+        "worst_shift_abandon_rate": max(round(p["abandon_rate"], 4) for p, _ in runs),
+        "per_shift_gap": [round(p["utilization"] - q["utilization"], 4) for p, q in runs],
     }
 
 
