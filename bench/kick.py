@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -26,7 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import websockets
 from sqlalchemy import text
 
-from bench._nodes import echo_times, percentile, request, start_node, stop_nodes
+from bench._nodes import (
+    echo_times,
+    forget_owner,
+    percentile,
+    request,
+    start_node,
+    stop_nodes,
+)
 from domain.db import repositories as repo
 from domain.db.engine import async_url, make_engine, migrate
 from domain.flows import AVAILABLE, CustomerFlow, Outcome, Status
@@ -48,8 +56,10 @@ ECHO_ROUNDS = 500
 async def seed(engine, n: int) -> tuple[int, list[int], int, list[int]]:
     """An owner with n agents, a supervisor and n customers; ids come back."""
     tag = uuid.uuid4().hex[:8]
+    # A random large id: on a shared Redis the run's keys never meet a real data owner's.
+    owner_id = random.SystemRandom().randrange(6_000_000_000, 7_000_000_000)
     async with engine.begin() as conn:
-        owner = await repo.create_data_owner(conn, f"bench-kick-{tag}")
+        owner = await repo.create_data_owner(conn, f"bench-kick-{tag}", id=owner_id)
         crm = await repo.create_crm(conn, owner.id, "CRM", CrmKind.B2C)
         assignment = await repo.create_assignment(conn, owner.id, crm.id, "Kick", FLOW)
         agents = [
@@ -163,6 +173,7 @@ async def run(work: Path, redis_url: str, db_url: str, schema: str | None, n: in
     finally:
         stop_nodes(nodes)
         await engine.dispose()
+        await forget_owner(redis_url, owner)  # only this run's keys
     return {
         "bench": "kick",
         "agents": n,
