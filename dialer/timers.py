@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from domain.model import AssignmentSetup
+from domain.times import iso_s
 
 
 class AgentState(enum.StrEnum):
@@ -45,16 +45,12 @@ class AgentSnapshot:
         return {
             "user_id": str(self.user_id),
             "state": self.state.value,
-            "since": _iso(self.since),
-            "deadline": None if self.deadline is None else _iso(self.deadline),
+            "since": iso_s(self.since),
+            "deadline": None if self.deadline is None else iso_s(self.deadline),
             "customer_id": None if self.customer_id is None else str(self.customer_id),
             "call_id": self.call_id,
             "overrun": self.overrun,
         }
-
-
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat()
 
 
 class AgentTimers:

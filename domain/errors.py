@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
+
+from domain.times import iso_ms
 
 
 class DomainError(Exception):
@@ -49,10 +50,6 @@ class WatertightError(Forbidden):
 # Selections (rules 4-8): raised by the Redis store and by the database fence alike.
 
 
-def _iso_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
-
-
 class AlreadySelected(DomainError):
     """Rule 4/6: someone else holds the customer; says by whom and since when."""
 
@@ -60,7 +57,7 @@ class AlreadySelected(DomainError):
 
     def __init__(self, customer_id: int, held_by: int, since: int) -> None:
         super().__init__(
-            "The customer is selected by another user.", held_by=str(held_by), since=_iso_ms(since)
+            "The customer is selected by another user.", held_by=str(held_by), since=iso_ms(since)
         )
         self.customer_id = customer_id
         self.held_by = held_by

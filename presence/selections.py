@@ -15,7 +15,6 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -54,10 +53,6 @@ REFILL_BATCH = 1000
 
 def epoch_ms() -> int:
     return int(time.time() * 1000)
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
 # Errors -------------------------------------------------------------------------------------

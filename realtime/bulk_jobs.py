@@ -33,8 +33,9 @@ from domain.db.jobs import (
     release_lease,
     resumable_jobs,
 )
-from domain.db.screens import iso, sid
+from domain.db.screens import sid
 from domain.errors import DomainError
+from domain.times import iso
 from presence.agents import epoch_ms, watchers_key
 from realtime.protocol import event
 from realtime.services import Services

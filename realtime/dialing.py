@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -30,6 +29,7 @@ from dialer.dial_modes import DialerEvent
 from dialer.timers import AgentSnapshot, AgentState
 from domain.db import repositories as repo
 from domain.model import User
+from domain.times import iso_s
 from presence.selections import Released, Selection
 from realtime.events import SelectionRevoked, UserRef, selection_made, selection_released
 from realtime.protocol import event
@@ -91,7 +91,7 @@ def dialing_data(snapshot: AgentSnapshot) -> dict[str, Any]:
 
 
 def server_time() -> str:
-    return datetime.now(UTC).isoformat()
+    return iso_s(time.time())
 
 
 class DialerRelay:

@@ -9,7 +9,6 @@ that is the one an agent waits on.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -17,6 +16,7 @@ from sqlalchemy import select
 
 from domain.db import tables as t
 from domain.model import User
+from domain.times import iso_ms
 from presence.selections import Released, Selection
 from realtime.protocol import event
 from realtime.services import Services
@@ -78,10 +78,6 @@ class Resync(BaseModel):
     user's last; it is not kept in the stream."""
 
     reason: str
-
-
-def iso_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _id(value: int | None) -> str | None:

@@ -30,18 +30,13 @@ from domain.model import (
     WorkMode,
 )
 from domain.next_actions import next_options
+from domain.times import iso
 
 HISTORY_LIMIT = 200
 
 
 def sid(value: int | None) -> str | None:
     return None if value is None else str(value)
-
-
-def iso(at: datetime | None) -> str | None:
-    if at is None:
-        return None
-    return at.isoformat().replace("+00:00", "Z")
 
 
 def _jsonable(value: Any) -> Any:

@@ -13,6 +13,7 @@ from domain.db import screens
 from domain.db import tables as t
 from domain.errors import NotFound
 from domain.model import HistoryKind, Role
+from domain.times import iso
 from realtime.connection import Context
 from realtime.protocol import Request, WireId, verb
 
@@ -52,7 +53,7 @@ async def selection_audit(ctx: Context, request: SelectionAudit) -> dict[str, An
         customers = await screens.customer_names(conn, [r.customer_id for r in rows])
     releases = [
         {
-            "at": screens.iso(r.at),
+            "at": iso(r.at),
             "customer_id": str(r.customer_id),
             "customer_name": customers.get(r.customer_id),
             "holder_user_id": screens.sid(holder),

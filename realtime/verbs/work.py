@@ -21,6 +21,7 @@ from domain.db import repositories as repo
 from domain.db import screens
 from domain.errors import DomainError, NotFound
 from domain.model import AttemptKind, NextAction
+from domain.times import iso
 from presence.keys import owner_prefix
 from presence.service import to_datetime
 from realtime.connection import Context
@@ -256,7 +257,7 @@ async def customer_get(ctx: Context, request: CustomerGet) -> dict[str, Any]:
         else {
             "user_id": str(held.user_id),
             "user_name": holder_name,
-            "since": screens.iso(to_datetime(held.since)),
+            "since": iso(to_datetime(held.since)),
             "mine": held.user_id == ctx.user.id,
         }
     )
@@ -282,5 +283,5 @@ async def work_resume(ctx: Context, _request: WorkResume) -> dict[str, Any]:
 
 def _iso(value: Any) -> Any:
     if isinstance(value, datetime):
-        return screens.iso(value)
+        return iso(value)
     return str(value)
