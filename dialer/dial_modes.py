@@ -448,8 +448,10 @@ class Dialer:
         for _ in range(MAX_SKIPS):
             target = await self.customers.claim_for_agent(group.owner, seat.user.id, group.work)
             if target is None:
-                await self._emit_agent(seat)
+                # Nobody left to call: list work ends here, as it does for a preview list, so
+                # the agent's state says "off" (a reload lands in My Work, not in waiting).
                 await self._emit(DialerEvent("list_empty", group.owner, seat.user.id))
+                await self._drop(seat)
                 return
             number = await self.customers.number_to_dial(target)
             if number is None:  # no callable number (none, or all on the DNC list)

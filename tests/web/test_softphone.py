@@ -114,6 +114,10 @@ async def test_progressive_calls_by_itself_and_busy_or_no_answer_move_on(
     await save_outcome(page, "Interested")
     await expect(page.locator("#mywork-view h1")).to_have_text("My Work", timeout=WAIT_MS)
     await expect(page.locator("#notice")).to_contain_text("no available customer")
+    # List work ended with the list: a reload lands in My Work, not in "waiting for a call".
+    await page.reload()
+    await expect(page.locator("#mywork-view h1")).to_have_text("My Work", timeout=WAIT_MS)
+    await expect(page.locator("#waiting-view")).to_be_hidden()
     async with engine.connect() as conn:
         status = await conn.execute(
             select(t.customers.c.status).where(
