@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from list_work import ListWork, Stack, forget_redis_owner, make_list, make_stack
+from list_work import ListWork, Stack, make_list, make_stack
+from owners import forget_owner
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from realtime.embedded import EmbeddedRedis
@@ -33,12 +34,12 @@ async def new_list(
     async def make(**options: Any) -> ListWork:
         work = await make_list(engine, **options)
         owners.append(work.owner)
-        await forget_redis_owner(redis_url, work.owner)
+        await forget_owner(redis_url, work.owner)
         return work
 
     yield make
     for owner in owners:
-        await forget_redis_owner(redis_url, owner)
+        await forget_owner(redis_url, owner)
 
 
 @pytest.fixture

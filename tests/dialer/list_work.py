@@ -6,13 +6,13 @@ never meet, also across runs; its Redis keys are deleted before and after.
 
 from __future__ import annotations
 
-import random
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from owners import new_owner_id
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -28,7 +28,6 @@ from domain.model import (
     Role,
     User,
 )
-from presence.keys import owner_prefix
 
 FLOW = CustomerFlow(
     statuses=(Status(AVAILABLE, "Available"), Status("sale", "Sale")),
@@ -54,20 +53,6 @@ class ListWork:
     @property
     def assignment_id(self) -> int:
         return self.assignment.id
-
-
-def new_owner_id() -> int:
-    return random.SystemRandom().randrange(1_000_000_000, 2_000_000_000)
-
-
-async def forget_redis_owner(redis_url: str, owner: int) -> None:
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{owner_prefix(owner)}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 async def make_list(

@@ -8,7 +8,6 @@ promises each owner's keys hash to one slot.
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aioredis
+from owners import forget_owner, new_owner_id
 from redis.asyncio.cluster import RedisCluster
 
 from presence.keys import live_key, owner_prefix
@@ -128,25 +128,10 @@ async def store_redis(request: pytest.FixtureRequest, redis_url: str) -> AsyncIt
     await client.aclose()
 
 
-def new_owner() -> int:
-    return random.SystemRandom().randrange(100_000_000, 1_000_000_000)
-
-
-async def forget_owner(redis_url: str, owner: int) -> None:
-    """Delete one owner's keys from the shared Redis (never FLUSHALL: others use it)."""
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{owner_prefix(owner)}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
 @pytest.fixture
 async def owner(redis_url: str) -> AsyncIterator[int]:
     """A data owner of this test alone: tests share one Redis and never collide."""
-    owner = new_owner()
+    owner = new_owner_id()
     yield owner
     await forget_owner(redis_url, owner)
 

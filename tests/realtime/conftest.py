@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hub_kit import Node, Tenant, forget_owner, make_tenant, node_env, start_node
+from hub_kit import Node, Tenant, make_tenant, node_env, start_node
+from owners import forget_owner
 from shop_kit import Shop, make_shop
 
 from realtime.services import Services, close_services, open_services

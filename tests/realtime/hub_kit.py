@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -21,15 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis.asyncio as aioredis
 import websockets
+from owners import new_owner_id
 from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import ClientConnection
 
 from domain.db import repositories as repo
 from domain.flows import AVAILABLE, CustomerFlow, Outcome, Status
 from domain.model import CrmKind, Role, User
-from presence.keys import owner_prefix
 from realtime.embedded import free_port
 from realtime.tokens import issue_token
 
@@ -139,10 +137,6 @@ class Tenant:
         return issue_token(SECRET, user.id, ttl).token
 
 
-def new_owner_id() -> int:
-    return random.SystemRandom().randrange(2_000_000_000, 3_000_000_000)
-
-
 async def make_tenant(engine: AsyncEngine, *, agents: int = 3, customers: int = 5) -> Tenant:
     tag = uuid.uuid4().hex[:10]
     async with engine.begin() as conn:
@@ -178,16 +172,6 @@ async def make_tenant(engine: AsyncEngine, *, agents: int = 3, customers: int = 
             assert found is not None
             ids.append(found.id)
     return Tenant(owner.id, assignment.id, users, supervisor, admin, ids)
-
-
-async def forget_owner(redis_url: str, owner: int) -> None:
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{owner_prefix(owner)}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 # Clients --------------------------------------------------------------------------------------

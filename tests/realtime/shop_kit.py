@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hub_kit import SECRET, Client, new_owner_id
+from hub_kit import SECRET, Client
+from owners import new_owner_id
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.db import repositories as repo

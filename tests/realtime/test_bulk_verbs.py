@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from hub_kit import SECRET, WAIT, Client, Node, connect, forget_owner, new_owner_id
+from hub_kit import SECRET, WAIT, Client, Node, connect
+from owners import forget_owner, new_owner_id
 from shop_kit import FLOW, SETUP, ok, refused
 from sqlalchemy.ext.asyncio import AsyncEngine
 

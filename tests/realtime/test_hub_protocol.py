@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from hub_kit import SECRET, WAIT, Node, close_code, connect, forget_owner, make_tenant
+from hub_kit import SECRET, WAIT, Node, close_code, connect, make_tenant
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from owners import forget_owner
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from realtime.protocol import ERROR_CODES, EVENTS, REGISTRY

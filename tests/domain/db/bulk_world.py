@@ -5,14 +5,13 @@ after."""
 
 from __future__ import annotations
 
-import random
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
+from owners import new_owner_id
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,7 +29,6 @@ from domain.model import (
     Role,
     User,
 )
-from presence.keys import owner_prefix
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -86,20 +84,6 @@ class World:
 
     def segment(self, name: str) -> int:
         return next(s.id for s in self.assignment.segments if s.name == name)
-
-
-def new_owner_id() -> int:
-    return random.SystemRandom().randrange(2_000_000_000, 2_100_000_000)
-
-
-async def forget_redis_owner(redis_url: str, owner: int) -> None:
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{owner_prefix(owner)}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 async def make_world(

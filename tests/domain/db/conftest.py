@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from bulk_world import World, forget_redis_owner, make_world
+from bulk_world import World, make_world
+from owners import forget_owner
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from presence.selections import SelectionStore
@@ -23,12 +24,12 @@ async def new_world(
     async def make(**options: Any) -> World:
         world = await make_world(engine, **options)
         owners.append(world.owner)
-        await forget_redis_owner(redis_url, world.owner)
+        await forget_owner(redis_url, world.owner)
         return world
 
     yield make
     for owner in owners:
-        await forget_redis_owner(redis_url, owner)
+        await forget_owner(redis_url, owner)
 
 
 @pytest.fixture
