@@ -274,6 +274,17 @@ class Dialer:
             await self._end_call(seat)
             await self._drop(seat)
 
+    async def selection_revoked(self, owner: int, user_id: int, customer_id: int) -> None:
+        """Someone else ended the agent's selection of ``customer_id`` (rule 8): a call with that
+        customer ends now and the agent leaves list work, as its screen does. A selection the
+        agent no longer works on here changes nothing."""
+        seat = self._seats.get((owner, user_id))
+        if seat is None or seat.target is None or seat.target.customer_id != customer_id:
+            return
+        seat.target = None  # not the agent's any more: nothing of it is released again
+        await self._end_call(seat)
+        await self._drop(seat)
+
     def snapshot(self, owner: int, user_id: int) -> AgentSnapshot:
         """The agent's dialing state and running timer, for the realtime layer to show."""
         seat = self._seats.get((owner, user_id))

@@ -112,6 +112,7 @@ class DialerRelay:
         if hasattr(customers, "on_selected"):
             customers.on_selected = self.on_selected
             customers.on_released = self.on_released
+        self.hub.on_revoked.append(self.on_revoked)
         self._task = asyncio.create_task(self._watch_connections(), name="dialer-agents")
 
     async def stop(self) -> None:
@@ -120,6 +121,13 @@ class DialerRelay:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.dialer.close()
+
+    async def on_revoked(self, owner: int, user_id: int, data: dict[str, Any]) -> None:
+        """Rule 8 for the phone: someone released the customer an agent here is calling (a
+        supervisor, say), so that call ends and the agent leaves dialing with the screen."""
+        if data.get("reason") == "wrap_up_timer" or data.get("customer_id") is None:
+            return  # the dialer's own release: it has moved on already
+        await self.dialer.selection_revoked(owner, user_id, int(data["customer_id"]))
 
     # Supervisors ---------------------------------------------------------------------------
 

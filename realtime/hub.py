@@ -20,6 +20,8 @@ import logging
 import random
 import secrets
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from presence.agents import WATCHERS_CHANNEL, channel, epoch_ms, event_frame, watchers_channel
 from realtime import metrics
@@ -48,6 +50,9 @@ class Hub:
         self.draining = False
         self.emptied = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
+        self.on_revoked: list[Callable[[int, int, dict[str, Any]], Awaitable[None]]] = []
+        """Told (owner, user id, event data) when a user served here loses its selection."""
+        self._told: set[asyncio.Task[None]] = set()
         timeout = services.settings.presence_timeout_seconds
         self.renew_every = max(0.2, timeout / 3)
         self.sweep_every = max(0.2, min(timeout / 4, 5.0))
@@ -186,6 +191,24 @@ class Hub:
             metrics.KICK_SECONDS.observe(max(0, epoch_ms() - int(started)) / 1000)
         for connection in list(local):
             connection.deliver_event(seq_number, event, frame)
+        if event == "selection.revoked" and self.on_revoked:
+            self._tell_revoked(next(iter(local)), frame)
+
+    def _tell_revoked(self, connection: Connection, frame: str) -> None:
+        """After the user's screens: the node's own parts that act for the user (its dialer)."""
+        try:
+            data = json.loads(frame).get("data") or {}
+        except ValueError:
+            return
+        for listener in self.on_revoked:
+            task = asyncio.create_task(listener(connection.owner, connection.user.id, data))
+            self._told.add(task)
+            task.add_done_callback(self._told_done)
+
+    def _told_done(self, task: asyncio.Task[None]) -> None:
+        self._told.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("a revocation listener failed", exc_info=task.exception())
 
     def deliver_watchers(self, name: str, payload: str) -> None:
         """'<started ms>|<event>|<user>:<seq>,...|<data>' to the local connections of each

@@ -137,6 +137,40 @@ async def test_preview_call_answered_hung_up_wraps_up_and_saves(
         await agent.close()
 
 
+async def test_rule_08_a_supervisor_release_ends_the_agents_call(
+    phone_nodes: tuple[Node, Node], new_shop: Any, engine: AsyncEngine
+) -> None:
+    shop = await new_shop(customers=2, setup=setup(DialMode.PREVIEW, wrap_up_seconds=120))
+    await set_phones(engine, shop, ["00", "00"])
+    agent = await connect(phone_nodes[0].ws, shop.token(shop.agents[0]))
+    supervisor = await connect(phone_nodes[1].ws, shop.token(shop.supervisor))
+    try:
+        screen = await start(agent, shop)
+        customer = screen["customer"]["id"]
+        ok(
+            await agent.request(
+                "call.dial", customer_id=customer, selection_token=screen["selection_token"]
+            )
+        )
+        await agent.event("call.state", WAIT, state="answered")
+        # Released from the other node while the agent talks: thrown out, and the call ends.
+        ok(await supervisor.request("selection.release", customer_id=customer))
+        revoked = await agent.event("selection.revoked", WAIT, customer_id=customer)
+        assert revoked["data"]["reason"] == "released"
+        ended = await agent.event("call.state", WAIT, state="ended")
+        assert ended["data"]["customer_id"] == customer
+
+        async def dialing_off() -> bool:
+            return ok(await agent.request("call.state"))["dialing"]["state"] == "off"
+
+        await until(dialing_off)  # no talk, no wrap-up timer for a customer it lost
+        rows = await calls_of(engine, shop.owner)
+        assert [(r.result, r.customer_id) for r in rows] == [("answered", int(customer))]
+    finally:
+        await agent.close()
+        await supervisor.close()
+
+
 async def test_progressive_calls_on_push_and_busy_or_no_answer_register_attempts(
     phone_nodes: tuple[Node, Node], new_shop: Any, engine: AsyncEngine
 ) -> None:
