@@ -147,6 +147,13 @@ class Seat:
     number: str | None = None
     ready_at: float = 0.0
     timer: Timer | None = None
+    paused: bool = False
+    """The agent set itself paused: no customer is pushed or connected to it until it is back
+    (what it has on hand, a call or a wrap-up, runs its course)."""
+
+    @property
+    def free(self) -> bool:
+        return self.timers.state is AgentState.AVAILABLE and not self.paused
 
 
 @dataclass(eq=False)
@@ -273,6 +280,22 @@ class Dialer:
         if seat is not None:
             await self._end_call(seat)
             await self._drop(seat)
+
+    async def agent_paused(self, owner: int, user_id: int, paused: bool) -> None:
+        """The agent paused itself, or came back: a paused agent gets no new customer (no push,
+        no answered call); what it has on hand goes on. Back and free, it gets the next one."""
+        seat = self._seats.get((owner, user_id))
+        if seat is None or seat.paused == paused:
+            return
+        seat.paused = paused
+        if not paused and seat.free and seat.target is None and seat.call is None:
+            await self._available(seat)
+        elif seat.group.mode is DialMode.PREDICTIVE:
+            self._pace_soon(seat.group)  # one agent fewer (or more) to dial for
+
+    def is_paused(self, owner: int, user_id: int) -> bool:
+        seat = self._seats.get((owner, user_id))
+        return seat is not None and seat.paused
 
     async def selection_revoked(self, owner: int, user_id: int, customer_id: int) -> None:
         """Someone else ended the agent's selection of ``customer_id`` (rule 8): a call with that
@@ -406,7 +429,7 @@ class Dialer:
 
     async def _free_seat(self, group: Group) -> Seat | None:
         free = sorted(
-            (s for s in group.seats.values() if s.timers.state is AgentState.AVAILABLE),
+            (s for s in group.seats.values() if s.free),
             key=lambda s: s.ready_at,
         )
         for seat in free:
@@ -455,6 +478,9 @@ class Dialer:
             await self._emit_agent(seat)
             await self._connect_waiting(group)
             self._pace_soon(group)
+            return
+        if seat.paused:
+            await self._emit_agent(seat)  # the next customer waits until the agent is back
             return
         for _ in range(MAX_SKIPS):
             target = await self.customers.claim_for_agent(group.owner, seat.user.id, group.work)
@@ -615,7 +641,7 @@ class Dialer:
             return
         pool = Pool(
             in_list_work=len(group.seats),
-            free=sum(1 for s in group.seats.values() if s.timers.state is AgentState.AVAILABLE),
+            free=sum(1 for s in group.seats.values() if s.free),
             wrap_ups=[
                 (now - s.timers.since, s.timers.wrap_up_left(now))
                 for s in group.seats.values()

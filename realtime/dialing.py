@@ -207,7 +207,8 @@ class DialerRelay:
             return  # never set by the dialer: the agent's own state stays
         if shown is None:
             del self._presence[key]
-            shown = "available"
+            # Back from the call: available, or paused if the agent paused meanwhile.
+            shown = "paused" if self.dialer.is_paused(owner, user_id) else "available"
         else:
             self._presence[key] = shown
         try:

@@ -27,6 +27,9 @@ async def presence_set(ctx: Context, request: PresenceSet) -> dict[str, Any]:
     """Sets the agent's own state; answers the state supervisors now see (`working` while it
     holds a customer and is neither paused nor in wrap-up)."""
     state = await ctx.services.presence.set_state(ctx.owner, ctx.user.id, request.state)
+    if request.state in ("available", "paused"):
+        # In a dialed list, a pause holds back the next customer until the agent is back.
+        await ctx.services.calls.agent_paused(ctx.owner, ctx.user.id, request.state == "paused")
     return {"state": state}
 
 

@@ -171,6 +171,35 @@ async def test_rule_08_a_supervisor_release_ends_the_agents_call(
         await supervisor.close()
 
 
+async def test_a_paused_agent_gets_no_next_customer_until_it_is_back(
+    phone_nodes: tuple[Node, Node], new_shop: Any, engine: AsyncEngine
+) -> None:
+    shop = await new_shop(customers=2, setup=setup(DialMode.PROGRESSIVE))
+    await set_phones(engine, shop, ["92", "00"])  # the first is not answered
+    agent = await connect(phone_nodes[0].ws, shop.token(shop.agents[0]))
+    try:
+        reply = ok(await agent.request("work.start", assignment_id=str(shop.assignment_id)))
+        first = reply["screen"]["customer"]["id"]
+        # A break while the first call rings: that call runs its course, nothing follows it.
+        assert ok(await agent.request("presence.set", state="paused"))["state"] == "paused"
+        await agent.event("call.state", WAIT, state="ended", result="no_answer")
+        await agent.event("dialing.changed", WAIT, state="available")
+        state = ok(await agent.request("call.state"))["dialing"]
+        assert state["state"] == "available" and state["customer_id"] is None
+        pushed = [e["data"]["screen"]["customer"]["id"] for e in agent.events
+                  if e["event"] == "work.pushed" and e["data"]["screen"]]  # fmt: skip
+        assert pushed in ([], [first])  # the first one's push, if not taken yet: no second
+        # Back from the break: the next customer is pushed and called.
+        ok(await agent.request("presence.set", state="available"))
+        while True:
+            event = await agent.event("work.pushed", WAIT)
+            if event["data"]["screen"]["customer"]["id"] != first:
+                break
+        await agent.event("call.state", WAIT, state="answered")
+    finally:
+        await agent.close()
+
+
 async def test_progressive_calls_on_push_and_busy_or_no_answer_register_attempts(
     phone_nodes: tuple[Node, Node], new_shop: Any, engine: AsyncEngine
 ) -> None:
