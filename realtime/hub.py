@@ -50,6 +50,9 @@ class Hub:
         self.draining = False
         self.emptied = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
+        self._followed: set[str] = set()
+        """Channels this node's pub/sub connection is subscribed to for its connections."""
+        self._following = asyncio.Lock()
         self.on_revoked: list[Callable[[int, int, dict[str, Any]], Awaitable[None]]] = []
         """Told (owner, user id, event data) when a user served here loses its selection."""
         self._told: set[asyncio.Task[None]] = set()
@@ -103,20 +106,14 @@ class Hub:
         self.connections.add(connection)
         metrics.CONNECTIONS.inc()
         name = channel(connection.owner, connection.user.id)
-        local = self.local.get(name)
-        if local is None:
-            local = self.local[name] = set()
-            await self.pubsub.subscribe(name)
-        local.add(connection)
+        self.local.setdefault(name, set()).add(connection)
+        await self._follow(name)
         if connection.user.supervises:
             # Subscribed from the connection's start, so it is in place before any watch verb
             # adds the user to the owner's watchers.
             name = watchers_channel(connection.owner)
-            supervisors = self.supervisors.get(name)
-            if supervisors is None:
-                supervisors = self.supervisors[name] = set()
-                await self.pubsub.subscribe(name)
-            supervisors.add(connection)
+            self.supervisors.setdefault(name, set()).add(connection)
+            await self._follow(name)
         try:
             await self.services.presence.join(connection.owner, connection.user.id, connection.id)
         except Exception:
@@ -127,25 +124,33 @@ class Hub:
         metrics.CONNECTIONS.dec()
         if not self.connections:
             self.emptied.set()
-        name = channel(connection.owner, connection.user.id)
-        local = self.local.get(name)
-        if local is not None:
-            local.discard(connection)
-            if not local:
-                del self.local[name]
+        for name, registry in (
+            (channel(connection.owner, connection.user.id), self.local),
+            (watchers_channel(connection.owner), self.supervisors),
+        ):
+            members = registry.get(name)
+            if members is not None:
+                members.discard(connection)
+                if not members:
+                    del registry[name]
                 with contextlib.suppress(Exception):
-                    await self.pubsub.unsubscribe(name)
-        name = watchers_channel(connection.owner)
-        supervisors = self.supervisors.get(name)
-        if supervisors is not None:
-            supervisors.discard(connection)
-            if not supervisors:
-                del self.supervisors[name]
-                with contextlib.suppress(Exception):
-                    await self.pubsub.unsubscribe(name)
+                    await self._follow(name)
         # Rule 9: the selection stays; only the lease starts running out.
         with contextlib.suppress(Exception):
             await self.services.presence.leave(connection.owner, connection.user.id, connection.id)
+
+    async def _follow(self, name: str) -> None:
+        """Subscribe to ``name`` or leave it, as this node's connections need it now. One at a
+        time: a last connection leaving and a new one arriving for the same user must not
+        cross (an unsubscribe landing after the subscribe would leave the new one deaf)."""
+        async with self._following:
+            wanted = name in self.local or name in self.supervisors
+            if wanted and name not in self._followed:
+                await self.pubsub.subscribe(name)
+                self._followed.add(name)
+            elif not wanted and name in self._followed:
+                self._followed.discard(name)
+                await self.pubsub.unsubscribe(name)
 
     def local_connections(self, owner: int, user_id: int) -> set[Connection]:
         return self.local.get(channel(owner, user_id), set())

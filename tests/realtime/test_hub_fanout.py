@@ -3,6 +3,7 @@ own seq, and the frame a watcher gets live is the frame it gets again on resume.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from hub_kit import Node, connect
@@ -95,3 +96,49 @@ async def test_watcher_frames_are_stored_as_sent(new_tenant: Any, services: Serv
         assert frames == [(int(seq), event_frame(int(seq), event, data))]
     finally:
         await pubsub.aclose()
+
+
+async def test_a_user_arriving_as_its_last_connection_leaves_stays_subscribed(
+    new_tenant: Any, services: Services
+) -> None:
+    """The last connection of a user leaving and a new one arriving at the same moment: the
+    node's pub/sub must end up subscribed to the user's channel (an unsubscribe landing after
+    the subscribe would leave the new connection deaf to its own kick)."""
+    from starlette.websockets import WebSocket
+
+    from presence.agents import channel
+    from realtime.connection import Connection
+    from realtime.hub import Hub
+
+    tenant = await new_tenant()
+    agent = tenant.agents[0]
+    name = channel(tenant.owner, agent.id)
+    hub = Hub(services)
+    scope = {"type": "websocket", "path": "/ws", "headers": [], "query_string": b""}
+
+    def connection() -> Connection:  # never sends: only its place in the hub is exercised
+        return Connection(WebSocket(scope, _receive, _send), agent, services, hub)
+
+    async def subscribers() -> int:
+        return dict(await services.redis.pubsub_numsub(name)).get(name, 0)
+
+    try:
+        current = connection()
+        await hub.register(current)
+        for _ in range(100):
+            arriving = connection()
+            await asyncio.gather(hub.unregister(current), hub.register(arriving))
+            assert await subscribers() == 1
+            current = arriving
+        await hub.unregister(current)
+        assert await subscribers() == 0
+    finally:
+        await hub.pubsub.aclose()
+
+
+async def _receive() -> dict[str, Any]:
+    return {"type": "websocket.disconnect"}
+
+
+async def _send(_message: dict[str, Any]) -> None:
+    return None
