@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -375,4 +375,9 @@ async def seed_customers(
     finally:
         if pending is not None:
             await asyncio.gather(pending, return_exceptions=True)
+    if engine.dialect.name == "postgresql":
+        # Fresh statistics for the planner: autovacuum may be off or not have run yet, and a
+        # plan made for an empty table can turn a list query into a scan of millions of rows.
+        async with engine.begin() as conn:
+            await conn.execute(text("ANALYZE customers"))
     return n
