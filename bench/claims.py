@@ -44,6 +44,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench._nodes import forget_owner, percentile
 from dialer.hopper import Hopper
 from dialer.next_customer import NextCustomer
 from domain.db import fencing
@@ -52,7 +53,7 @@ from domain.db import tables as t
 from domain.db.engine import async_url, make_engine, migrate
 from domain.flows import AVAILABLE, CustomerFlow, Outcome, Status
 from domain.model import AssignmentSetup, CrmKind, HistoryKind, Role
-from presence.keys import HopperKey, owner_prefix
+from presence.keys import HopperKey
 from presence.selections import SelectionStore
 from presence.service import SelectionService
 from realtime.embedded import EmbeddedRedis
@@ -204,12 +205,6 @@ async def seed(engine: AsyncEngine, n: int, n_agents: int) -> Bench:
         await conn.execute(text("ANALYZE customers"))
     log(f"seeded in {time.perf_counter() - started:.1f} s")
     return Bench(owner.id, assignment.id, agents, n)
-
-
-async def forget_redis_owner(client: Any, owner: int) -> None:
-    keys = [k async for k in client.scan_iter(match=f"{owner_prefix(owner)}*", count=1000)]
-    if keys:
-        await client.delete(*keys)
 
 
 # Measurements ---------------------------------------------------------------------------------
@@ -417,11 +412,6 @@ async def recorded_duplicates(engine: AsyncEngine, bench: Bench) -> tuple[int, i
     return twice, selected
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 # The run ----------------------------------------------------------------------------------------
 
 
@@ -440,7 +430,7 @@ async def main() -> dict[str, Any]:
             bench = None
             try:
                 bench = await seed(engine, n, n_agents)
-                await forget_redis_owner(client, bench.owner)
+                await forget_owner(redis_url, bench.owner)
                 store = SelectionStore(client)
                 await store.load_scripts()
                 selections = SelectionService(engine, store)
@@ -466,7 +456,7 @@ async def main() -> dict[str, Any]:
                     log(f"the same database work alone: {floor:,.0f} loops/s")
             finally:
                 if bench is not None:
-                    await forget_redis_owner(client, bench.owner)
+                    await forget_owner(redis_url, bench.owner)
                 await client.aclose()
     claims = len(tally.latencies)
     return {

@@ -27,6 +27,7 @@ from domain.listing import INFO_PREFIX
 from domain.model import Assignment, Crm, FieldType
 from presence.keys import HopperKey, due_key, owner_prefix
 from presence.selections import Refilled, SelectionStore
+from presence.service import to_ms
 
 c = t.customers.c
 
@@ -161,8 +162,10 @@ async def candidates(
     *,
     segment_ids: Collection[int] | None = None,
     limit: int = REFILL_BATCH,
+    due: list[tuple[int, int | None]] | None = None,
 ) -> list[tuple[int, int | None]]:
-    """``candidate_query``'s rows; in slices an index can serve when the sort keys allow."""
+    """``candidate_query``'s rows; in slices an index can serve when the sort keys allow.
+    ``due``: ``due_candidates`` with the same arguments, when the caller has read them."""
     slices = _slices(assignment, segment_ids, now)
     if slices is None:
         query = candidate_query(
@@ -171,7 +174,9 @@ async def candidates(
         return [(r[0], r[1]) for r in await conn.execute(query)]
     # Due shared follow-ups come before every other customer (rule 11): the query's own order,
     # over the few rows the partial index ix_customers_shared_due finds.
-    found = await due_candidates(conn, assignment, crm, now, segment_ids=segment_ids, limit=limit)
+    if due is None:
+        due = await due_candidates(conn, assignment, crm, now, segment_ids=segment_ids, limit=limit)
+    found = list(due)
     for where, order in slices:
         if len(found) >= limit:
             break
@@ -214,10 +219,6 @@ async def upcoming_follow_ups(
         .limit(limit)
     )
     return {r.id: r.shared_follow_up_at for r in rows}
-
-
-def epoch_ms(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
 
 
 SLICED_KEYS = ("segment_priority", "attempts", "last_attempt_at")
@@ -353,21 +354,17 @@ class Hopper:
             queued = await self.store.hopper_length(owner, hopper)
             now = self.clock()
             async with self.engine.connect() as conn:
-                # Due shared follow-ups go before the candidates already waiting (rule 11).
+                limit = self.batch + queued  # the queued ones come back first: skipped
                 due = await due_candidates(
-                    conn, assignment, crm, now, segment_ids=hopper.segment_ids, limit=self.batch
+                    conn, assignment, crm, now, segment_ids=hopper.segment_ids, limit=limit
                 )
                 found = await candidates(
-                    conn,
-                    assignment,
-                    crm,
-                    now,
-                    segment_ids=hopper.segment_ids,
-                    limit=self.batch + queued,  # the queued ones come back first: skipped
+                    conn, assignment, crm, now, segment_ids=hopper.segment_ids, limit=limit, due=due
                 )
                 upcoming = await upcoming_follow_ups(conn, assignment.id, now)
             if due:
-                await self.store.refill(owner, hopper, due, front=True)
+                # Due shared follow-ups go before the candidates already waiting (rule 11).
+                await self.store.refill(owner, hopper, due[: self.batch], front=True)
             refilled = await self.store.refill(owner, hopper, found)
             await self._note_upcoming(owner, assignment.id, upcoming)
             return RefillResult(refilled, len(found), (time.perf_counter() - started) * 1000)
@@ -401,7 +398,7 @@ class Hopper:
         if not upcoming:
             return
         await self.store.redis.zadd(
-            due_key(owner, assignment_id), {str(k): epoch_ms(v) for k, v in upcoming.items()}
+            due_key(owner, assignment_id), {str(k): to_ms(v) for k, v in upcoming.items()}
         )
         for slot in [s for s in self._next_due if s[0] == owner]:
             if slot[1].assignment_id == assignment_id:
@@ -421,7 +418,7 @@ class Hopper:
                 await self._read_next_due(owner, hopper),
                 time.monotonic(),
             )
-        if known[0] is None or known[0] > epoch_ms(now):
+        if known[0] is None or known[0] > to_ms(now):
             return 0
         key = lock_key(owner, hopper) + ":due"
         me = secrets.token_hex(8)
@@ -436,9 +433,9 @@ class Hopper:
                 await self.store.refill(owner, hopper, due, front=True)
             # Up to the time the query saw: one falling due later is still ahead. Entries a day
             # past due were put first by every hopper in use by now: let them go.
-            await self.store.redis.set(hopper.promoted_key(owner), epoch_ms(now))
+            await self.store.redis.set(hopper.promoted_key(owner), to_ms(now))
             await self.store.redis.zremrangebyscore(
-                due_key(owner, hopper.assignment_id), "-inf", epoch_ms(now) - DAY_MS
+                due_key(owner, hopper.assignment_id), "-inf", to_ms(now) - DAY_MS
             )
             self._next_due.pop(slot, None)
             return len(due)

@@ -314,19 +314,12 @@ class SelectionService:
         for _ in range(NOT_READY_RETRIES):
             try:
                 async with self.engine.begin() as conn:
-                    await fencing.record_released(
+                    await fencing.record_release(
                         conn,
                         owner=owner,
                         customer_id=released.customer_id,
                         token=released.token,
-                        by_user_id=by_user_id,
-                        at=at,
-                    )
-                    await fencing.add_released_history(
-                        conn,
-                        customer_id=released.customer_id,
-                        user_id=released.user_id,
-                        token=released.token,
+                        holder_user_id=released.user_id,
                         by_user_id=by_user_id,
                         assignment_id=released.assignment_id,
                         at=at,
