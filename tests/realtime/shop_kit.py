@@ -130,5 +130,10 @@ async def start(client: Client, shop: Shop, **fields: Any) -> dict[str, Any]:
     return screen["screen"]
 
 
+def holding(screen: dict[str, Any]) -> dict[str, Any]:
+    """What a write from this customer screen presents: the customer and its selection token."""
+    return {"customer_id": screen["customer"]["id"], "selection_token": screen["selection_token"]}
+
+
 def later(hours: float) -> str:
     return (datetime.now(UTC) + timedelta(hours=hours)).isoformat()

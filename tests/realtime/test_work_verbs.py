@@ -13,7 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from hub_kit import Node, connect
-from shop_kit import AVAILABLE, CustomerFlow, Outcome, Status, later, ok, refused, start
+from shop_kit import (
+    AVAILABLE,
+    CustomerFlow,
+    Outcome,
+    Status,
+    holding,
+    later,
+    ok,
+    refused,
+    start,
+)
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -110,10 +120,7 @@ async def test_rule_13_no_answer_counts_an_attempt_and_refuses_a_time(
     agent = await connect(nodes[0].ws, shop.token(shop.agents[0]))
     try:
         screen = await start(agent, shop)
-        fields = {
-            "customer_id": screen["customer"]["id"],
-            "selection_token": screen["selection_token"],
-        }
+        fields = holding(screen)
         refused(
             await agent.request("customer.attempt", kind="no_answer", at=later(1), **fields),
             "invalid",
@@ -217,10 +224,7 @@ async def test_rule_15_18_outcomes_valid_from_the_status_with_details_and_follow
             "sale",
             "not_interested",
         ]
-        fields = {
-            "customer_id": screen["customer"]["id"],
-            "selection_token": screen["selection_token"],
-        }
+        fields = holding(screen)
         refused(
             await agent.request("customer.save", outcome_id="call_team", **fields),
             "invalid_transition",
@@ -260,10 +264,7 @@ async def test_rule_17_next_choices_and_defaults_over_the_wire(
         manual = ok(await agent.request("customer.select", customer_id=str(shop.customer_ids[3])))
         screen = manual["screen"]
         assert screen["mode"] == "manual" and screen["next_options"] == ["my_work", "continue"]
-        fields = {
-            "customer_id": screen["customer"]["id"],
-            "selection_token": screen["selection_token"],
-        }
+        fields = holding(screen)
         refused(
             await agent.request(
                 "customer.attempt", kind="no_answer", next="next_from_list", **fields
@@ -275,10 +276,7 @@ async def test_rule_17_next_choices_and_defaults_over_the_wire(
             is None
         )
         screen = await start(agent, shop)
-        fields = {
-            "customer_id": screen["customer"]["id"],
-            "selection_token": screen["selection_token"],
-        }
+        fields = holding(screen)
         same = ok(
             await agent.request(
                 "customer.save", outcome_id="not_interested", next="continue", **fields
@@ -363,10 +361,7 @@ async def test_rule_05_only_the_holder_edits_crm_fields(
     b = await connect(nodes[1].ws, shop.token(shop.agents[1]))
     try:
         screen = await start(a, shop)
-        fields = {
-            "customer_id": screen["customer"]["id"],
-            "selection_token": screen["selection_token"],
-        }
+        fields = holding(screen)
         refused(await b.request("customer.edit", info={"x": 1}, **fields), "selection_lost")
         refused(await a.request("customer.edit", info={"unknown": 1}, **fields), "invalid")
         # The screen and the details name the CRM's fields, also one with no value yet.
@@ -394,8 +389,7 @@ async def test_a_retried_request_is_applied_once_with_the_same_answer(
         frame = {
             "id": "retry-1",
             "type": "customer.attempt",
-            "customer_id": screen["customer"]["id"],
-            "selection_token": screen["selection_token"],
+            **holding(screen),
             "kind": "no_answer",
         }
         await agent.ws.send(json.dumps(frame))
@@ -420,7 +414,7 @@ async def test_rule_24_history_records_who_did_what(
     try:
         screen = await start(agent, shop)
         customer = screen["customer"]["id"]
-        fields = {"customer_id": customer, "selection_token": screen["selection_token"]}
+        fields = holding(screen)
         screen = ok(
             await agent.request("customer.attempt", kind="no_answer", next="continue", **fields)
         )["screen"]
