@@ -366,7 +366,10 @@ async def agent(
         tally.outcomes += 1
         if not budget():
             return
-        selection = await timed(dialer.next(bench.owner, user_id, bench.assignment_id))
+        # As customer.save goes on: the selection it ends is named (its token checked).
+        _released, selection = await timed(
+            dialer.move_on(bench.owner, user_id, bench.assignment_id, expected=selection)
+        )
     tally.empty += 1
 
 

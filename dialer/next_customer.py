@@ -113,7 +113,7 @@ class NextCustomer:
         released, made, selection = await self.selections.move_on(
             owner,
             user_id,
-            lambda: self.store.claim_next(owner, user_id, hopper, mode=WorkMode.LIST),
+            hopper,
             expected=expected,
             qualifies=self._qualifies(assignment, hopper),
             qualifies_params=in_list_params(assignment, self.hopper.clock()),

@@ -168,7 +168,7 @@ class WorkLoop:
             visible = await self._visible_ids(conn, user)
         if customer.assignment_id is None or customer.assignment_id not in visible:
             raise Forbidden("the customer is in an assignment you do not work on")
-        selection = await self.selections.select(owner, user.id, customer_id)
+        selection = await self.selections.select(owner, user.id, customer_id, customer=customer)
         step = Step()
         if not selection.resumed:
             step.selected.append(selection)

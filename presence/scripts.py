@@ -2,6 +2,10 @@
 
 Each script is registered with the client (redis-py's AsyncScript): calls go out as EVALSHA and
 a NOSCRIPT answer (a restarted or failed-over Redis) loads the script again and retries.
+
+A script that does the work of others in one step (``COMPOSED``) is built from their bodies,
+each wrapped as a local function of its name taking its own KEYS and ARGV, followed by its own
+file: one rule, one place, also when two steps must be atomic together.
 """
 
 from __future__ import annotations
@@ -22,13 +26,27 @@ SCRIPT_NAMES = (
     "current",
     "holder",
     "rebuild",
+    "move_on",
+    "settle",
 )
+
+COMPOSED = {"move_on": ("release", "claim_next"), "settle": ("release",)}
+"""Scripts whose file calls other scripts' bodies as local functions."""
+
+
+def _file(name: str) -> str:
+    return resources.files("presence").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
 @cache
 def source(name: str) -> str:
-    """The text of ``presence/lua/<name>.lua``."""
-    return resources.files("presence").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    """The script ``name`` as sent to Redis: ``presence/lua/<name>.lua``, after the bodies of
+    the scripts it is composed of (``COMPOSED``) as local functions."""
+    parts = [
+        f"local function {part}(KEYS, ARGV)\n{_file(part)}\nend\n"
+        for part in COMPOSED.get(name, ())
+    ]
+    return "".join(parts) + _file(name)
 
 
 @dataclass(frozen=True)
@@ -43,6 +61,8 @@ class Scripts:
     current: AsyncScript
     holder: AsyncScript
     rebuild: AsyncScript
+    move_on: AsyncScript
+    settle: AsyncScript
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

@@ -182,6 +182,65 @@ def _arg_id(value: int | None) -> str:
     return "" if value is None else str(int(value))
 
 
+def _release_call(
+    owner: int, customer_id: int, by_user_id: int, token: int | None, supervisor: bool
+) -> tuple[list[str], list[Any]]:
+    """release.lua's KEYS and ARGV (also the first part of move_on.lua's and settle.lua's)."""
+    return (
+        [customer_key(owner, customer_id), live_key(owner), ready_key(owner)],
+        [
+            owner_prefix(owner),
+            int(customer_id),
+            int(by_user_id),
+            "" if token is None else str(int(token)),
+            "1" if supervisor else "0",
+        ],
+    )
+
+
+def _released_from(reply: Any, owner: int, customer_id: int, by_user_id: int) -> Released | None:
+    """release.lua's reply: the selection ended, None (nobody held it), or the refusal."""
+    status = _text(reply[0])
+    if status == "NONE":
+        return None
+    if status == "SELECTION_LOST":
+        raise SelectionLost(int(customer_id), _opt_id(reply[1]))
+    if status == "NOT_HOLDER":
+        raise NotHolder(int(customer_id), int(_text(reply[1])), int(_text(reply[2])))
+    return Released(
+        owner=owner,
+        customer_id=int(customer_id),
+        user_id=int(_text(reply[1])),
+        token=int(_text(reply[2])),
+        since=int(_text(reply[3])),
+        by_user_id=int(by_user_id),
+        assignment_id=_opt_id(reply[4]),
+        segment_id=_opt_id(reply[5]),
+    )
+
+
+def _claim_from(
+    reply: Any, owner: int, user_id: int, hopper: HopperKey, mode: WorkMode | str
+) -> Claim:
+    """claim_next.lua's reply: the selection made, or none (with the hopper left over)."""
+    status = _text(reply[0])
+    if status == "USER_HAS_SELECTION":
+        raise UserHasSelection(int(_text(reply[1])))
+    if status == "EMPTY":
+        return Claim(None, int(reply[1]), int(reply[2]))
+    selection = Selection(
+        owner=owner,
+        customer_id=int(_text(reply[1])),
+        user_id=int(user_id),
+        token=int(_text(reply[2])),
+        since=int(_text(reply[3])),
+        assignment_id=hopper.assignment_id,
+        segment_id=_opt_id(reply[4]),
+        mode=WorkMode(mode),
+    )
+    return Claim(selection, int(reply[5]), int(reply[6]))
+
+
 def _selection_from_row(owner: int, raw: Any) -> Selection:
     row = json.loads(_text(raw))
     return Selection(
@@ -277,21 +336,17 @@ class SelectionStore:
 
     # Rules 10-12: next right customer ----------------------------------------------------------
 
-    async def claim_next(
+    def _claim_call(
         self,
         owner: int,
         user_id: int,
         hopper: HopperKey,
-        *,
-        mode: WorkMode = WorkMode.LIST,
-        now: int | None = None,
-        scan_limit: int | None = None,
-    ) -> Claim:
-        """Hand the user the first free candidate of the hopper, dropping held ones on the way."""
-        now = self.clock() if now is None else int(now)
-        reply = await self._run(
-            owner,
-            self.scripts.claim_next,
+        mode: WorkMode | str,
+        now: int | None,
+        scan_limit: int | None,
+    ) -> tuple[list[str], list[Any]]:
+        """claim_next.lua's KEYS and ARGV (also the second part of move_on.lua's)."""
+        return (
             [
                 ready_key(owner),
                 user_key(owner, user_id),
@@ -305,26 +360,25 @@ class SelectionStore:
                 int(user_id),
                 hopper.assignment_id,
                 WorkMode(mode).value,
-                now,
+                self.clock() if now is None else int(now),
                 scan_limit or self.claim_scan_limit,
             ],
         )
-        status = _text(reply[0])
-        if status == "USER_HAS_SELECTION":
-            raise UserHasSelection(int(_text(reply[1])))
-        if status == "EMPTY":
-            return Claim(None, int(reply[1]), int(reply[2]))
-        selection = Selection(
-            owner=owner,
-            customer_id=int(_text(reply[1])),
-            user_id=int(user_id),
-            token=int(_text(reply[2])),
-            since=int(_text(reply[3])),
-            assignment_id=hopper.assignment_id,
-            segment_id=_opt_id(reply[4]),
-            mode=WorkMode(mode),
-        )
-        return Claim(selection, int(reply[5]), int(reply[6]))
+
+    async def claim_next(
+        self,
+        owner: int,
+        user_id: int,
+        hopper: HopperKey,
+        *,
+        mode: WorkMode = WorkMode.LIST,
+        now: int | None = None,
+        scan_limit: int | None = None,
+    ) -> Claim:
+        """Hand the user the first free candidate of the hopper, dropping held ones on the way."""
+        keys, args = self._claim_call(owner, user_id, hopper, mode, now, scan_limit)
+        reply = await self._run(owner, self.scripts.claim_next, keys, args)
+        return _claim_from(reply, owner, user_id, hopper, mode)
 
     async def refill(
         self,
@@ -380,35 +434,53 @@ class SelectionStore:
     ) -> Released | None:
         """End a selection: the holder's own, or anyone's with ``supervisor`` (rights checked
         by the caller). A given token must be the live one. None: nobody held it."""
-        reply = await self._run(
-            owner,
-            self.scripts.release,
-            [customer_key(owner, customer_id), live_key(owner), ready_key(owner)],
-            [
-                owner_prefix(owner),
-                int(customer_id),
-                int(by_user_id),
-                "" if token is None else str(int(token)),
-                "1" if supervisor else "0",
-            ],
+        keys, args = _release_call(owner, customer_id, by_user_id, token, supervisor)
+        reply = await self._run(owner, self.scripts.release, keys, args)
+        return _released_from(reply, owner, customer_id, by_user_id)
+
+    async def move_on(
+        self,
+        owner: int,
+        held: Selection,
+        hopper: HopperKey,
+        *,
+        mode: WorkMode = WorkMode.LIST,
+        now: int | None = None,
+    ) -> tuple[Released | None, Claim | None]:
+        """Rules 7, 10 in one step: the holder lets go of ``held`` (same token, else
+        SelectionLost) and claims the next candidate of ``hopper``. (None, None): nobody held
+        it; a claim of None: the user holds something else (nothing claimed)."""
+        owner, user_id = int(owner), held.user_id
+        release_keys, release_args = _release_call(
+            owner, held.customer_id, user_id, held.token, False
         )
-        status = _text(reply[0])
-        if status == "NONE":
+        claim_keys, claim_args = self._claim_call(owner, user_id, hopper, mode, now, None)
+        released_reply, claim_reply = await self._run(
+            owner, self.scripts.move_on, release_keys + claim_keys, release_args + claim_args
+        )
+        released = _released_from(released_reply, owner, held.customer_id, user_id)
+        if released is None or _text(claim_reply[0]) == "USER_HAS_SELECTION":
+            return released, None
+        return released, _claim_from(claim_reply, owner, user_id, hopper, mode)
+
+    async def settle(self, released: Released, selection: Selection | None) -> bool | None:
+        """After ``released`` (and ``selection`` in its place) committed in the database: let go
+        of ``released`` again if a rebuild put it back; whether ``selection`` is still held
+        (False: no selection). None: the owner's locks are not loaded (nothing done)."""
+        owner = released.owner
+        keys, args = _release_call(
+            owner, released.customer_id, released.user_id, released.token, False
+        )
+        if selection is None:
+            keys.append(live_key(owner))
+            args += ["", ""]
+        else:
+            keys.append(customer_key(owner, selection.customer_id))
+            args += [str(selection.user_id), str(selection.token)]
+        status, held = await self.scripts.settle(keys=keys, args=args)
+        if _text(status) == "NOT_READY":
             return None
-        if status == "SELECTION_LOST":
-            raise SelectionLost(int(customer_id), _opt_id(reply[1]))
-        if status == "NOT_HOLDER":
-            raise NotHolder(int(customer_id), int(_text(reply[1])), int(_text(reply[2])))
-        return Released(
-            owner=owner,
-            customer_id=int(customer_id),
-            user_id=int(_text(reply[1])),
-            token=int(_text(reply[2])),
-            since=int(_text(reply[3])),
-            by_user_id=int(by_user_id),
-            assignment_id=_opt_id(reply[4]),
-            segment_id=_opt_id(reply[5]),
-        )
+        return _text(held) == "1"
 
     async def release_user(self, owner: int, user_id: int) -> Released | None:
         """work.stop: end whatever selection the user holds. None: it held nothing."""

@@ -14,13 +14,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from redis.exceptions import RedisError
 from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.db import fencing
 from domain.db import repositories as repo
-from domain.errors import NotFound, SelectionLost, UserHasSelection
-from domain.model import WorkMode
+from domain.errors import NotFound, SelectionLost
+from domain.model import Customer, WorkMode
+from presence.keys import HopperKey
 from presence.selections import (
     Claim,
     Holder,
@@ -99,11 +101,19 @@ class SelectionService:
     # Rules 4, 6, 9: select ------------------------------------------------------------------
 
     async def select(
-        self, owner: int, user_id: int, customer_id: int, *, mode: WorkMode = WorkMode.MANUAL
+        self,
+        owner: int,
+        user_id: int,
+        customer_id: int,
+        *,
+        mode: WorkMode = WorkMode.MANUAL,
+        customer: Customer | None = None,
     ) -> Selection:
-        """Select a customer by hand, recorded in the database with its history row."""
-        async with self.engine.connect() as conn:
-            customer = await repo.get_customer(conn, owner, customer_id)
+        """Select a customer by hand, recorded in the database with its history row.
+        ``customer``: the row as the caller just read it (its list and segment), if it did."""
+        if customer is None or customer.id != customer_id:
+            async with self.engine.connect() as conn:
+                customer = await repo.get_customer(conn, owner, customer_id)
         if customer is None:
             raise NotFound("no such customer")
         selection = await self.when_ready(
@@ -163,12 +173,15 @@ class SelectionService:
             selection.owner, selection.customer_id, selection.user_id, selection.token
         )
 
-    async def _confirm(self, selection: Selection) -> bool:
+    async def _confirm(self, selection: Selection, held: bool | None = None) -> bool:
         """After a selection's record committed: does Redis still hold it? A loss of Redis
         whose rebuild read the database just before that commit left it out (a row lock does
         not stop that read). Then the record is undone, so the database never fences writes in
-        for a holder Redis does not know (rule 8). False: undone, the caller drops it."""
+        for a holder Redis does not know (rule 8). False: undone, the caller drops it.
+        ``held``: the answer of a look already taken (``store.settle``), if any."""
         owner = selection.owner
+        if held:
+            return True
         for _ in range(NOT_READY_RETRIES):
             if await self._still_held(selection):
                 return True
@@ -199,18 +212,16 @@ class SelectionService:
                 )
         return False
 
-    async def _settle_release(self, released: Released) -> None:
-        """After a release committed: a loss of Redis whose rebuild read the database just
-        before that commit put the lock back. Let go of it again, or the customer would stay
-        out of play with no holder in the database."""
-        owner = released.owner
-        if await self.store.check_token(
-            owner, released.customer_id, released.user_id, released.token
-        ):
-            with contextlib.suppress(SelectionLost, StoreNotReady):
-                await self.store.release(
-                    owner, released.customer_id, released.user_id, token=released.token
-                )
+    async def _settle_release(
+        self, released: Released, selection: Selection | None = None
+    ) -> bool | None:
+        """After a release (and ``selection`` made in its place) committed: a loss of Redis
+        whose rebuild read the database just before that commit put the lock back. Let go of it
+        again, or the customer would stay out of play with no holder in the database. Returns
+        whether ``selection`` is still held (None: not known, the locks were not loaded)."""
+        with contextlib.suppress(RedisError, OSError):  # Redis away: its next rebuild settles it
+            return await self.store.settle(released, selection)
+        return None
 
     async def drop(self, selection: Selection) -> None:
         """Undo a selection in Redis that the database refused (never recorded: no history)."""
@@ -349,35 +360,32 @@ class SelectionService:
         self,
         owner: int,
         user_id: int,
-        claim: Callable[[], Awaitable[Claim]],
+        hopper: HopperKey,
         *,
         expected: Selection | None = None,
         qualifies: ColumnElement[bool] | None = None,
         qualifies_params: Mapping[str, Any] | None = None,
     ) -> tuple[Released | None, Claim | None, Selection | None]:
         """Rule 7 then rule 10 in one transaction: end what the user holds (``expected``: that
-        selection, same token, or SelectionLost) and record the selection ``claim`` makes in
-        Redis in its place. Returns (released, the claim, the selection recorded); none
-        recorded: the claim found nobody or the record refused it (dropped again), so the
-        caller claims on the usual way."""
+        selection, same token, or SelectionLost) and record the next candidate of ``hopper``,
+        claimed in the same Redis step, in its place. Returns (released, the claim, the
+        selection recorded); none recorded: the claim found nobody or the record refused it
+        (dropped again), so the caller claims on the usual way."""
         for _ in range(NOT_READY_RETRIES * 2):
-            try:
-                current = await self.store.current(owner, user_id)
-            except StoreNotReady:
-                await self.ensure_ready(owner)  # Redis lost its data: load, look again
-                continue
-            if expected is not None and (
-                current is None
-                or current.customer_id != expected.customer_id
-                or current.token != expected.token
-            ):
-                raise SelectionLost(expected.customer_id)
+            current = expected
             if current is None:
-                return None, None, None
+                try:
+                    current = await self.store.current(owner, user_id)
+                except StoreNotReady:
+                    await self.ensure_ready(owner)  # Redis lost its data: load, look again
+                    continue
+                if current is None:
+                    return None, None, None
             try:
-                return await self._release_and_record(current, claim, qualifies, qualifies_params)
+                return await self._release_and_record(current, hopper, qualifies, qualifies_params)
             except StoreNotReady:
-                continue  # lost meanwhile: look again
+                await self.ensure_ready(owner)  # lost meanwhile: load, go again
+                continue
             except SelectionLost:
                 if expected is not None:
                     raise
@@ -387,7 +395,7 @@ class SelectionService:
     async def _release_and_record(
         self,
         held: Selection,
-        claim: Callable[[], Awaitable[Claim]],
+        hopper: HopperKey,
         qualifies: ColumnElement[bool] | None,
         qualifies_params: Mapping[str, Any] | None,
     ) -> tuple[Released | None, Claim | None, Selection | None]:
@@ -400,7 +408,8 @@ class SelectionService:
             async with self.engine.connect() as conn:
                 transaction = await conn.begin()
                 try:
-                    # The release as in _release_held: database first, then Redis.
+                    # The release as in _release_held: database first, then Redis, where the
+                    # next claim goes in the same step (store.move_on).
                     await fencing.record_release(
                         conn,
                         owner=owner,
@@ -411,14 +420,10 @@ class SelectionService:
                         assignment_id=held.assignment_id,
                         at=now,
                     )
-                    released = await self.store.release(
-                        owner, customer_id, held.user_id, token=held.token
-                    )
+                    released, made = await self.store.move_on(owner, held, hopper)
                     if released is None:
                         await transaction.rollback()
                         return None, None, None
-                    with contextlib.suppress(StoreNotReady, UserHasSelection):
-                        made = await claim()  # nobody free, or a loss: the caller goes on
                     if made is not None and made.selection is not None:
                         # The record as in record(): confirmed in Redis after the commit.
                         recorded = await self._record_in(
@@ -435,14 +440,16 @@ class SelectionService:
             if made is not None and made.selection is not None:
                 await self.drop(made.selection)
             raise
-        await self._settle_release(released)
-        if made is None or made.selection is None:
+        assert released is not None
+        selection = made.selection if made is not None else None
+        held_now = await self._settle_release(released, selection if recorded else None)
+        if selection is None:
             return released, made, None
         if recorded:
-            recorded = await self._confirm(made.selection)
+            recorded = await self._confirm(selection, held_now)
         if not recorded:
-            await self.drop(made.selection)  # refused (a stale candidate) or undone: let go
-        return released, made, made.selection if recorded else None
+            await self.drop(selection)  # refused (a stale candidate) or undone: let go
+        return released, made, selection if recorded else None
 
     async def current(self, owner: int, user_id: int) -> Selection | None:
         """Rule 9: the selection to put a reconnecting agent back into."""

@@ -114,20 +114,33 @@ async def _names(services: Services, owner: int, user_id: int, customer_id: int)
     return user_name or "", customer_name or ""
 
 
-async def refreshed_row(services: Services, owner: int, live: dict[str, Any]) -> dict[str, Any]:
+async def refreshed_row(
+    services: Services,
+    owner: int,
+    live: dict[str, Any],
+    names: tuple[str, str] | None = None,
+) -> dict[str, Any]:
     """Refresh the holder's presence (working <-> available; its presence.changed goes out
-    first) and read the names meanwhile; the overview row, with the holder's online flag as
-    the refresh found it."""
-    state, (user_name, customer_name) = await asyncio.gather(
-        services.presence.refresh(owner, live["user_id"]),
-        _names(services, owner, live["user_id"], live["customer_id"]),
-    )
-    return overview_row(live, user_name, customer_name, state != "offline")
+    first) and read the names meanwhile (``names``: the holder's and the customer's, when the
+    caller knows them); the overview row, with the holder's online flag as the refresh found
+    it."""
+    if names is None:
+        state, names = await asyncio.gather(
+            services.presence.refresh(owner, live["user_id"]),
+            _names(services, owner, live["user_id"], live["customer_id"]),
+        )
+    else:
+        state = await services.presence.refresh(owner, live["user_id"])
+    return overview_row(live, names[0], names[1], state != "offline")
 
 
-async def selection_made(services: Services, selection: Selection) -> None:
-    """After any select or claim: supervisors see the new row, the holder shows `working`."""
-    row = await refreshed_row(services, selection.owner, selection.row())
+async def selection_made(
+    services: Services, selection: Selection, names: tuple[str, str] | None = None
+) -> None:
+    """After any select or claim: supervisors see the new row, the holder shows `working`.
+    ``names``: the holder's and the customer's, when the caller has them at hand."""
+    row = await refreshed_row(services, selection.owner, selection.row(), names)
+    services.names.remember(selection, (row["user_name"], row["customer_name"]))
     await _changed(services, selection.owner, "selected", row)
 
 
@@ -157,7 +170,7 @@ async def selection_released(
         "segment_id": released.segment_id,
         "since": released.since,
     }
-    row = await refreshed_row(services, owner, live)
+    row = await refreshed_row(services, owner, live, services.names.forget(released))
     await _changed(services, owner, "released", row)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,12 +14,30 @@ from dialer.next_customer import NextCustomer
 from dialer.work_loop import WorkLoop
 from domain.db.engine import async_url, make_engine
 from presence.agents import AgentPresence, UserEvents
-from presence.selections import SelectionStore
+from presence.selections import Released, Selection, SelectionStore
 from presence.service import SelectionService
 from realtime.phone_system import open_dialer
 from realtime.settings import Settings
 
 REDIS_POOL_SIZE = 128
+
+
+class NamesShown:
+    """The names each selection this node told supervisors of was shown with, until it ends:
+    its release's row then needs no look-up (a selection's names stay as they were shown).
+    Keyed by the selection's token; bounded, the oldest forgotten first."""
+
+    def __init__(self, most: int = 20_000) -> None:
+        self.most = most
+        self._names: dict[tuple[int, int, int], tuple[str, str]] = {}
+
+    def remember(self, selection: Selection, names: tuple[str, str]) -> None:
+        if len(self._names) >= self.most:
+            del self._names[next(iter(self._names))]
+        self._names[(selection.owner, selection.customer_id, selection.token)] = names
+
+    def forget(self, released: Released) -> tuple[str, str] | None:
+        return self._names.pop((released.owner, released.customer_id, released.token), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +52,8 @@ class Services:
     work: WorkLoop
     calls: Dialer
     """This node's dialer: calls for the agents connected here (realtime/dialing.py)."""
+    names: NamesShown = field(default_factory=NamesShown)
+    """The names the node's live selections were shown to supervisors with."""
 
 
 def open_services(settings: Settings) -> Services:

@@ -23,6 +23,7 @@ from domain.errors import DomainError, NotFound
 from domain.model import AttemptKind, NextAction
 from domain.times import iso
 from presence.keys import owner_prefix
+from presence.selections import Selection
 from presence.service import to_datetime
 from realtime.connection import Context
 from realtime.events import selection_made, selection_released
@@ -144,8 +145,17 @@ async def publish(ctx: Context, step: Step) -> dict[str, Any]:
     for released in step.released:
         await selection_released(ctx.services, released, ctx.user)
     for selection in step.selected:
-        await selection_made(ctx.services, selection)
+        await selection_made(ctx.services, selection, _names_on_screen(ctx, step, selection))
     return step.reply()
+
+
+def _names_on_screen(ctx: Context, step: Step, selection: Selection) -> tuple[str, str] | None:
+    """The holder's and the customer's names when the step's screen shows that customer to
+    its holder (the overview row then needs no look-up); None: read them."""
+    customer = (step.screen or {}).get("customer") or {}
+    if selection.user_id != ctx.user.id or customer.get("id") != str(selection.customer_id):
+        return None
+    return ctx.user.name, customer.get("name") or ""
 
 
 def _next(choice: str | None) -> NextAction | None:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from domain.model import WorkMode
-from presence.keys import HopperKey
-from presence.selections import SelectionStore, UserHasSelection
+from presence.keys import HopperKey, ready_key
+from presence.selections import Holder, SelectionLost, SelectionStore, UserHasSelection
 
 T0 = 1_700_000_000_000
 HOPPER = HopperKey.of(assignment_id=11, segment_ids=[21, 22])
@@ -158,3 +158,63 @@ async def test_hopper_clear_forgets_candidates(store: SelectionStore, owner: int
     await store.refill(owner, HOPPER, [1])
     claim = await store.claim_next(owner, 1, HOPPER)
     assert claim.selection is not None and claim.selection.segment_id is None
+
+
+async def test_rule_07_move_on_releases_and_claims_in_one_step(
+    store: SelectionStore, owner: int, locks_of
+) -> None:
+    await store.refill(owner, HOPPER, [(30, 21), 31])
+    first = (await store.claim_next(owner, 1, HOPPER)).selection
+    assert first is not None
+    released, claim = await store.move_on(owner, first, HOPPER, now=T0 + 9)
+    assert released is not None and claim is not None and claim.selection is not None
+    assert (released.customer_id, released.token, released.by_user_id) == (30, first.token, 1)
+    assert (claim.selection.customer_id, claim.selection.since, claim.remaining) == (31, T0 + 9, 0)
+    assert claim.selection.token > first.token
+    assert await store.holder(owner, 30) is None
+    assert await store.current(owner, 1) == claim.selection
+    (await locks_of(store.redis, owner)).assert_rule_4()
+
+
+async def test_rule_08_move_on_with_a_stale_token_changes_nothing(
+    store: SelectionStore, owner: int
+) -> None:
+    await store.refill(owner, HOPPER, [30, 31])
+    first = (await store.claim_next(owner, 1, HOPPER)).selection
+    assert first is not None
+    await store.release(owner, 30, 50, supervisor=True)
+    again = await store.select(owner, 1, 30)  # selected anew: a newer token
+    with pytest.raises(SelectionLost):
+        await store.move_on(owner, first, HOPPER)
+    assert await store.current(owner, 1) == again
+    assert await store.hopper_ids(owner, HOPPER) == [31]  # nothing claimed
+
+
+async def test_move_on_with_an_empty_hopper_only_releases(
+    store: SelectionStore, owner: int
+) -> None:
+    held = await store.select(owner, 1, 30, assignment_id=11)
+    released, claim = await store.move_on(owner, held, HOPPER)
+    assert released is not None and claim is not None
+    assert (claim.selection, claim.remaining) == (None, 0)
+    assert await store.current(owner, 1) is None
+
+
+async def test_settle_lets_go_of_a_lock_put_back_and_confirms_the_new_one(
+    store: SelectionStore, owner: int
+) -> None:
+    held = await store.select(owner, 1, 30, assignment_id=11)
+    released = await store.release(owner, 30, 1, token=held.token)
+    assert released is not None
+    # A rebuild that read the database before the release committed puts the lock back.
+    await store.redis.delete(ready_key(owner))
+    await store.rebuild(owner, [Holder(30, 1, held.token, held.since, 11)], 0)
+    other = await store.select(owner, 2, 40)
+    assert await store.settle(released, other) is True
+    assert await store.holder(owner, 30) is None
+    assert await store.settle(released, held) is False  # not held (any more)
+    newer = await store.select(owner, 3, 30)  # a newer selection is never touched
+    assert await store.settle(released, None) is False
+    assert await store.holder(owner, 30) == newer
+    await store.redis.delete(ready_key(owner))
+    assert await store.settle(released, other) is None  # not loaded: nothing known

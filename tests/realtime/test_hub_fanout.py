@@ -7,7 +7,9 @@ import asyncio
 from typing import Any
 
 from hub_kit import Node, connect
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.db import repositories as repo
 from presence.agents import AgentPresence, UserEvents, event_frame, watchers_channel
 from realtime.events import SelectionRow, selection_made, selection_released
 from realtime.services import Services
@@ -142,3 +144,32 @@ async def _receive() -> dict[str, Any]:
 
 async def _send(_message: dict[str, Any]) -> None:
     return None
+
+
+async def test_an_agents_own_select_and_stop_show_its_and_the_customers_names(
+    nodes: tuple[Node, Node], new_tenant: Any, engine: AsyncEngine
+) -> None:
+    """The rows of a selection the agent made and ended itself carry the names of the agent
+    and the customer, as the supervisors' overview shows them."""
+    node_a, node_b = nodes
+    tenant = await new_tenant()
+    agent = tenant.agents[0]
+    async with engine.begin() as conn:
+        await repo.grant(conn, agent.id, tenant.assignment_id)
+    watcher = await connect(node_a.ws, tenant.token(tenant.supervisor))
+    agent_tab = await connect(node_b.ws, tenant.token(agent))
+    try:
+        await watcher.request("selected.watch")
+        customer_id = str(tenant.customer_ids[1])
+        answer = await agent_tab.request("customer.select", customer_id=customer_id)
+        assert answer["ok"], answer
+        made = await watcher.event("selected.changed", customer_id=customer_id, op="selected")
+        assert (await agent_tab.request("work.stop"))["ok"]
+        gone = await watcher.event("selected.changed", customer_id=customer_id, op="released")
+        for frame in (made, gone):
+            assert frame["data"]["user_name"] == agent.name
+            assert frame["data"]["customer_name"] == "Customer 1"
+            assert frame["data"]["row"]["customer_name"] == "Customer 1"
+    finally:
+        await watcher.close()
+        await agent_tab.close()
