@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Insert,
-    Row,
     Update,
     and_,
     bindparam,
@@ -35,9 +34,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from domain.db import repositories as repo
 from domain.db import tables as t
 from domain.db.codec import flow_from_json
+from domain.db.driver import Statement
 from domain.errors import Invalid, NotFound, SelectionLost
 from domain.fields import coerce_value
-from domain.flows import AVAILABLE, check_outcome
+from domain.flows import AVAILABLE, CustomerFlow, check_outcome
 from domain.followups import (
     FollowUpPlan,
     attempt_ends_follow_ups,
@@ -115,7 +115,9 @@ _FENCE_WHERE = (
     c.holder_user_id == bindparam("uid"),
     c.selection_token == bindparam("token"),
 )
-_FENCE = update(t.customers).where(*_FENCE_WHERE).values(version=c.version + 1).returning(c.id)
+_FENCE = Statement(
+    update(t.customers).where(*_FENCE_WHERE).values(version=c.version + 1).returning(c.id)
+)
 _HELD_BY = select(c.holder_user_id).where(c.id == bindparam("cid"))
 
 
@@ -124,14 +126,14 @@ async def _fence_reading(
     customer_id: int,
     user_id: int,
     token: int,
-    statement: Update,
+    statement: Statement,
     **values: Any,
-) -> Row[Any]:
+) -> Any:
     """``fence`` with ``statement`` (an UPDATE of _FENCE_WHERE that bumps the version and
     returns what the write needs of the locked row, in the same round trip); ``values``: its
     other parameters. A refused fence writes nothing."""
     params = {"cid": customer_id, "uid": user_id, "token": token, **values}
-    locked = (await conn.execute(statement, params)).first()
+    locked = await statement.first(conn, params)
     if locked is None:
         held_by = (await conn.execute(_HELD_BY, {"cid": customer_id})).scalar_one_or_none()
         raise SelectionLost(customer_id, held_by)
@@ -228,6 +230,7 @@ def _select_statement(qualifies: ColumnElement[bool] | None, postgresql: bool) -
             .returning(_h.id)
             .add_cte(older)
         )
+        statement = Statement(statement)
     _selects[key] = (qualifies, statement)
     return statement
 
@@ -263,8 +266,7 @@ async def record_selected(
     postgresql = _is_postgresql(conn)
     statement = _select_statement(qualifies, postgresql)
     if postgresql:
-        row = (await conn.execute(statement, {**params, **_history_bound(event)})).first()
-        return row is not None
+        return await statement.first(conn, {**params, **_history_bound(event)}) is not None
     row = (await conn.execute(statement, params)).first()
     if row is None:
         return False
@@ -327,13 +329,13 @@ async def record_release(
     event = _released_event(customer_id, holder_user_id, token, by_user_id, assignment_id, at)
     clear = {"cid": customer_id, "owner": owner, "token": token, "new_token": token}
     if _is_postgresql(conn):
-        await conn.execute(_RELEASE_WITH_HISTORY, {**clear, **_history_bound(event)})
+        await _RELEASE_WITH_HISTORY.first(conn, {**clear, **_history_bound(event)})
         return
     await conn.execute(_RELEASE, clear)
     await repo.add_history(conn, event)
 
 
-_RELEASE_WITH_HISTORY = _with_history(_RELEASE)
+_RELEASE_WITH_HISTORY = Statement(_with_history(_RELEASE))
 
 
 def _released_event(
@@ -433,7 +435,7 @@ _has_follow_ups = (
     .exists()
     .label("has_follow_ups")
 )
-_FENCE_FOR_OUTCOME = (
+_FENCE_FOR_OUTCOME = Statement(
     update(t.customers)
     .where(*_FENCE_WHERE)
     .values(version=c.version + 1)
@@ -453,7 +455,7 @@ _FENCE_FOR_OUTCOME = (
     )
 )
 # Rule 13: the fence counts the attempt too (every refusal after it rolls the count back).
-_FENCE_FOR_ATTEMPT = (
+_FENCE_FOR_ATTEMPT = Statement(
     update(t.customers)
     .where(*_FENCE_WHERE)
     .values(
@@ -471,7 +473,7 @@ _SET_STATUS = (
 )
 
 
-_SET_STATUS_WITH_HISTORY = _with_history(_SET_STATUS)
+_SET_STATUS_WITH_HISTORY = Statement(_with_history(_SET_STATUS))
 
 
 async def record_attempt(
@@ -583,6 +585,23 @@ async def end_follow_ups(
     return ended
 
 
+_FLOWS: dict[int, tuple[Any, CustomerFlow]] = {}
+_FLOWS_KEPT = 4096
+
+
+def _flow_of(assignment_id: int, data: Any) -> CustomerFlow:
+    """The assignment's flow from the JSON its fence read, parsed once per definition: the same
+    JSON again (compared whole, so an edited flow is parsed anew) reuses the last parse."""
+    kept = _FLOWS.get(assignment_id)
+    if kept is not None and kept[0] == data:
+        return kept[1]
+    flow = flow_from_json(data)
+    if len(_FLOWS) >= _FLOWS_KEPT:
+        _FLOWS.clear()
+    _FLOWS[assignment_id] = (data, flow)
+    return flow
+
+
 async def record_outcome(
     conn: AsyncConnection,
     holding: Holding,
@@ -603,7 +622,8 @@ async def record_outcome(
     from_status = row.status or ""
     # Everything that can refuse runs before the first write past the fence; a refusal after
     # it still leaves nothing, since the caller's transaction rolls back.
-    outcome, clean = check_outcome(flow_from_json(row.flow), from_status, outcome_key, details)
+    flow = _flow_of(row.assignment_id, row.flow)
+    outcome, clean = check_outcome(flow, from_status, outcome_key, details)
     plan = plan_outcome_follow_up(outcome, holding.user_id, follow_up_at, now)
     # The fence bumped the version; the status change rides on that bump.
     status = {"cid": holding.customer_id, "new_status": outcome.to_status, "now": now}
@@ -622,9 +642,8 @@ async def record_outcome(
         },
     )
     if _is_postgresql(conn):
-        history_id = (
-            await conn.execute(_SET_STATUS_WITH_HISTORY, {**status, **_history_bound(event)})
-        ).scalar_one()
+        written = await _SET_STATUS_WITH_HISTORY.first(conn, {**status, **_history_bound(event)})
+        history_id = written.id
     else:
         await conn.execute(_SET_STATUS, status)
         history_id = await repo.add_history(conn, event)

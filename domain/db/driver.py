@@ -1,0 +1,101 @@
+"""The hot path's few statements, run on PostgreSQL's driver (asyncpg) inside SQLAlchemy's own
+transaction.
+
+SQLAlchemy's execution layer costs about three times the driver's own CPU per statement (the
+greenlet hop, the execution context, the result object). The statements a claim loop sends on
+every turn (fence, outcome, release, selection) are written as SQLAlchemy Core like every other
+statement, compiled once per dialect to the SQL text asyncpg prepares, with the order of its
+parameters and their type conversions, and sent on the connection's asyncpg connection.
+
+The transaction stays SQLAlchemy's: ``engine.begin()`` commits or rolls back what these
+statements did, and a statement of the usual kind may run before or after them in it. Before
+the first such statement the transaction is begun the way SQLAlchemy's asyncpg adapter begins
+it on its own first statement (``_start_transaction``). SQLite has no such driver: callers run
+the statement through SQLAlchemy there (``supported``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+def supported(conn: AsyncConnection) -> bool:
+    """Statements of this module run on this connection's driver (PostgreSQL via asyncpg)."""
+    return conn.dialect.driver == "asyncpg"
+
+
+_GIVEN = object()
+"""The default of a parameter the caller must give (a bindparam without a value)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...]
+    defaults: tuple[Any, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+
+class Statement:
+    """One Core statement, compiled once per dialect for the driver."""
+
+    __slots__ = ("_compiled", "statement")
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+        self._compiled: dict[str, _Compiled] = {}
+
+    def _for(self, dialect: Dialect) -> _Compiled:
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            built = self.statement.compile(dialect=dialect)
+            required = {name for name, bind in built.binds.items() if bind.required}
+            # IN lists of fixed values become one parameter each, once: the SQL asyncpg gets.
+            expanded = built.construct_expanded_state(dict.fromkeys(required))
+            names = tuple(expanded.positiontup or ())
+            processors = {**built._bind_processors, **expanded.processors}  # type conversions
+            compiled = self._compiled[dialect.name] = _Compiled(
+                sql=expanded.statement,
+                names=names,
+                defaults=tuple(
+                    _GIVEN if name in required else expanded.parameters[name] for name in names
+                ),
+                processors=tuple(processors.get(name) for name in names),
+            )
+        return compiled
+
+    async def first(self, conn: AsyncConnection, params: Mapping[str, Any]) -> Any | None:
+        """The statement's first row (its columns as attributes), or None: on the driver where
+        it is ``supported``, else through SQLAlchemy."""
+        if not supported(conn):
+            return (await conn.execute(self.statement, params)).first()
+        compiled = self._for(conn.dialect)
+        args = []
+        for name, default, process in zip(
+            compiled.names, compiled.defaults, compiled.processors, strict=True
+        ):
+            value = params.get(name, default)
+            if value is _GIVEN:
+                raise KeyError(f"the statement's parameter '{name}' was not given")
+            args.append(value if process is None or value is None else process(value))
+        driver = await _in_transaction(conn)
+        row = await driver.fetchrow(compiled.sql, *args)
+        return None if row is None else SimpleNamespace(**row)
+
+
+async def _in_transaction(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under ``conn``, with SQLAlchemy's transaction begun on it."""
+    if not conn.in_transaction():
+        # Outside engine.begin() nothing would commit the write: refuse, never lose it.
+        raise RuntimeError("a driver statement runs inside a transaction (engine.begin())")
+    raw = await conn.get_raw_connection()
+    adapter = raw.dbapi_connection
+    if getattr(adapter, "_transaction", None) is None and not adapter.autocommit:
+        await adapter._start_transaction()
+    return raw.driver_connection

@@ -1,0 +1,99 @@
+"""Hot-path statements on the database driver: inside the caller's SQLAlchemy transaction, with
+the same type conversions both ways as SQLAlchemy's own execution (domain.db.driver)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.db import driver
+from domain.db import repositories as repo
+from domain.db import tables as t
+from domain.model import CrmKind
+
+AT = datetime(2026, 11, 23, 17, 30, 15, 123000, tzinfo=UTC)
+h = t.history.c
+ADD = driver.Statement(
+    insert(t.history)
+    .values(
+        customer_id=bindparam("customer_id"),
+        at=bindparam("at"),
+        kind=bindparam("kind"),
+        data=bindparam("data"),
+    )
+    .returning(h.id, h.at, h.data)
+)
+
+
+async def a_customer(engine: AsyncEngine) -> int:
+    tag = uuid.uuid4().hex[:10]
+    async with engine.begin() as conn:
+        owner = await repo.create_data_owner(conn, f"driver-{tag}")
+        crm = await repo.create_crm(conn, owner.id, "CRM", CrmKind.B2C)
+        await repo.insert_customers(
+            conn,
+            [{"data_owner_id": owner.id, "crm_id": crm.id, "external_id": "c", "name": "C"}],
+        )
+        customer = await repo.get_customer_by_external_id(conn, owner.id, crm.id, "c")
+    assert customer is not None
+    return customer.id
+
+
+def row_of(customer_id: int, kind: str) -> dict[str, object]:
+    return {"customer_id": customer_id, "at": AT, "kind": kind, "data": {"token": 7, "n": [1]}}
+
+
+async def test_a_driver_statement_commits_and_rolls_back_with_the_callers_transaction(
+    engine: AsyncEngine,
+) -> None:
+    customer_id = await a_customer(engine)
+    async with engine.begin() as conn:
+        written = await ADD.first(conn, row_of(customer_id, "note"))
+        assert written.at == AT and written.data == {"token": 7, "n": [1]}
+        # A statement of the usual kind, after it in the same transaction, sees it.
+        seen = (await conn.execute(select(h.at, h.data).where(h.id == written.id))).one()
+        assert (seen.at, seen.data) == (AT, {"token": 7, "n": [1]})
+    with pytest.raises(RuntimeError, match="refused"):
+        async with engine.begin() as conn:
+            await conn.execute(select(h.id).limit(1))  # the usual kind first, then the driver
+            await ADD.first(conn, row_of(customer_id, "gone"))
+            raise RuntimeError("refused")
+    async with engine.connect() as conn:
+        kinds = (await conn.execute(select(h.kind).where(h.customer_id == customer_id))).all()
+    assert [k for (k,) in kinds] == ["note"]  # the rolled back one left nothing
+
+
+async def test_a_driver_statement_outside_a_transaction_is_refused(engine: AsyncEngine) -> None:
+    customer_id = await a_customer(engine)
+    async with engine.connect() as conn:
+        if not driver.supported(conn):
+            pytest.skip("SQLite runs these statements through SQLAlchemy")
+        with pytest.raises(RuntimeError, match="inside a transaction"):
+            await ADD.first(conn, row_of(customer_id, "lost"))
+
+
+async def test_a_parameter_not_given_is_refused_not_sent_as_null(engine: AsyncEngine) -> None:
+    customer_id = await a_customer(engine)
+    async with engine.begin() as conn:
+        if not driver.supported(conn):
+            pytest.skip("SQLite runs these statements through SQLAlchemy")
+        with pytest.raises(KeyError, match="'kind' was not given"):
+            await ADD.first(conn, {"customer_id": customer_id, "at": AT, "data": {}})
+
+
+async def test_an_in_list_of_fixed_values_is_sent_as_its_values(engine: AsyncEngine) -> None:
+    customer_id = await a_customer(engine)
+    c = t.customers.c
+    among = driver.Statement(
+        update(t.customers)
+        .where(c.id == bindparam("cid"), c.name.in_(["A", "C"]))
+        .values(version=c.version + 1)
+        .returning(c.id)
+    )
+    async with engine.begin() as conn:
+        assert (await among.first(conn, {"cid": customer_id})).id == customer_id
+        assert await among.first(conn, {"cid": customer_id + 10**9}) is None
