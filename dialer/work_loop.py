@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dialer.next_customer import NextCustomer
 from domain.db import fencing, screens
 from domain.db import repositories as repo
+from domain.db.engine import reads
 from domain.db.sms_outbox import enqueue_outcome_sms
 from domain.errors import Forbidden, Invalid, NotFound, SelectionLost, UserHasSelection
 from domain.model import (
@@ -96,6 +97,8 @@ class WorkLoop:
         calls: Dialing | None = None,
     ) -> None:
         self.engine = engine
+        self.reads = reads(engine)
+        """For blocks that only read (domain.db.engine.reads)."""
         self.selections = selections
         self.dialer = dialer
         self.redis = selections.store.redis
@@ -161,7 +164,7 @@ class WorkLoop:
     async def select(self, user: User, customer_id: int) -> Step:
         """customer.select: select a customer by hand (from customer details)."""
         owner = user.data_owner_id
-        async with self.engine.connect() as conn:
+        async with self.reads.connect() as conn:
             customer = await repo.get_customer(conn, owner, customer_id)
             if customer is None:
                 raise NotFound("no such customer")  # also another data owner's (rule 3)
@@ -284,7 +287,7 @@ class WorkLoop:
 
     async def my_work(self, user: User) -> dict[str, Any]:
         """Rule 16: My Work for the user."""
-        async with self.engine.connect() as conn:
+        async with self.reads.connect() as conn:
             owner = await repo.get_data_owner(conn, user.data_owner_id)
             visible = await repo.visible_assignments(conn, user)
             view = await screens.my_work_view(
@@ -359,7 +362,7 @@ class WorkLoop:
         return current
 
     async def _screen(self, user: User, selection: Selection) -> dict[str, Any]:
-        async with self.engine.connect() as conn:
+        async with self.reads.connect() as conn:
             customer = await repo.get_customer(conn, user.data_owner_id, selection.customer_id)
             if customer is None or customer.assignment_id is None:
                 raise NotFound("no such customer")
@@ -381,7 +384,7 @@ class WorkLoop:
         return await repo.visible_assignment_ids(conn, user)
 
     async def _visible_assignment(self, user: User, assignment_id: int) -> Assignment:
-        async with self.engine.connect() as conn:
+        async with self.reads.connect() as conn:
             if assignment_id not in await self._visible_ids(conn, user):
                 raise NotFound("no such assignment")  # rule 3: also another owner's
         assignment, _crm = await self.dialer.list_of(user.data_owner_id, assignment_id)

@@ -109,7 +109,7 @@ async def _names(services: Services, owner: int, user_id: int, customer_id: int)
         .where(t.customers.c.id == customer_id, t.customers.c.data_owner_id == owner)
         .scalar_subquery(),
     )
-    async with services.engine.connect() as conn:
+    async with services.reads.connect() as conn:
         user_name, customer_name = (await conn.execute(query)).one()
     return user_name or "", customer_name or ""
 

@@ -12,7 +12,7 @@ from dialer.dial_modes import Dialer
 from dialer.hopper import Hopper
 from dialer.next_customer import NextCustomer
 from dialer.work_loop import WorkLoop
-from domain.db.engine import async_url, make_engine
+from domain.db.engine import async_url, make_engine, reads
 from presence.agents import AgentPresence, UserEvents
 from presence.selections import Released, Selection, SelectionStore
 from presence.service import SelectionService
@@ -52,6 +52,8 @@ class Services:
     work: WorkLoop
     calls: Dialer
     """This node's dialer: calls for the agents connected here (realtime/dialing.py)."""
+    reads: AsyncEngine
+    """The engine for blocks that only read (domain.db.engine.reads)."""
     names: NamesShown = field(default_factory=NamesShown)
     """The names the node's live selections were shown to supervisors with."""
 
@@ -88,6 +90,7 @@ def open_services(settings: Settings) -> Services:
         selections=selections,
         dialer=dialer,
         work=WorkLoop(engine, selections, dialer, calls=calls),
+        reads=reads(engine),
         calls=calls,
         presence=AgentPresence(
             client,

@@ -48,6 +48,17 @@ def make_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> 
     )
 
 
+def reads(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine and pool for blocks that only read: on PostgreSQL each statement runs on
+    its own (AUTOCOMMIT), which spares a read-only block its BEGIN and ROLLBACK round trips. At
+    READ COMMITTED every statement takes its own snapshot inside a transaction as well, so a
+    reader sees nothing different. Never write through it: nothing would roll a write back.
+    SQLite begins no transaction for reads anyway: its engine as it is."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # WAL lets readers run beside the one writer; foreign keys are off by default in SQLite.
     cursor = dbapi_connection.cursor()

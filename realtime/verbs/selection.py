@@ -44,7 +44,7 @@ async def selection_release(ctx: Context, request: SelectionRelease) -> dict[str
     started = epoch_ms()
     services, owner, user = ctx.services, ctx.owner, ctx.user
     customer_id = int(request.customer_id)
-    async with services.engine.connect() as conn:
+    async with services.reads.connect() as conn:
         customer = await repo.get_customer(conn, owner, customer_id)
     if customer is None:
         raise NotFound("no such customer")  # also another data owner's (rule 3)
@@ -81,7 +81,7 @@ async def selected_watch(ctx: Context, request: SelectedWatch) -> dict[str, Any]
     services, owner = ctx.services, ctx.owner
     assignment_id = None if request.assignment_id is None else int(request.assignment_id)
     if assignment_id is not None:
-        async with services.engine.connect() as conn:
+        async with services.reads.connect() as conn:
             if await repo.get_assignment(conn, assignment_id, data_owner_id=owner) is None:
                 raise NotFound("no such assignment")
     ctx.connection.watching["selected"] = (
@@ -96,7 +96,7 @@ async def selected_watch(ctx: Context, request: SelectedWatch) -> dict[str, Any]
         if assignment_id is None or row["assignment_id"] == assignment_id
     ]
     online = await services.presence.online_users(owner)
-    async with services.engine.connect() as conn:
+    async with services.reads.connect() as conn:
         users = await _names(conn, t.users, owner, (row["user_id"] for row in live))
         customers = await _names(conn, t.customers, owner, (row["customer_id"] for row in live))
     return {

@@ -250,7 +250,7 @@ async def customer_get(ctx: Context, request: CustomerGet) -> dict[str, Any]:
     """Customer details: card, status and history; `held_by` (who and since when) when
     someone else holds it, instead of a select action (rule 6)."""
     services, owner = ctx.services, ctx.owner
-    async with services.engine.connect() as conn:
+    async with services.reads.connect() as conn:
         customer, details = await screens.customer_details(conn, owner, int(request.customer_id))
         visible = await repo.visible_assignment_ids(conn, ctx.user)
         if customer.assignment_id not in visible and not ctx.user.supervises:
