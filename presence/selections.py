@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from redis.exceptions import ResponseError
 
 from domain.errors import AlreadySelected, Forbidden, SelectionLost, UserHasSelection
@@ -242,7 +243,7 @@ def _claim_from(
 
 
 def _selection_from_row(owner: int, raw: Any) -> Selection:
-    row = json.loads(_text(raw))
+    row = orjson.loads(raw)
     return Selection(
         owner=owner,
         customer_id=int(row["customer_id"]),
@@ -542,7 +543,7 @@ class SelectionStore:
         """The live list as stored (Selection.row: ids as ints, since in epoch ms), oldest
         first; the overview reads thousands at once, so no Selection is built per row."""
         raw = await self.redis.hgetall(live_key(owner))
-        rows = [json.loads(_text(value)) for value in raw.values()]
+        rows = [orjson.loads(value) for value in raw.values()]
         rows.sort(key=lambda row: (row["since"], row["customer_id"]))
         return rows
 

@@ -10,8 +10,10 @@ parameters and their type conversions, and sent on the connection's asyncpg conn
 The transaction stays SQLAlchemy's: ``engine.begin()`` commits or rolls back what these
 statements did, and a statement of the usual kind may run before or after them in it. Before
 the first such statement the transaction is begun the way SQLAlchemy's asyncpg adapter begins
-it on its own first statement (``_start_transaction``). SQLite has no such driver: callers run
-the statement through SQLAlchemy there (``supported``).
+it on its own first statement (``_start_transaction``). On an AUTOCOMMIT connection
+(``domain.db.engine.reads``) each statement runs on its own, as SQLAlchemy would run it; big
+reads (the overview's names) take rows as plain tuples. SQLite has no such driver: the
+statements run through SQLAlchemy there (``supported``).
 """
 
 from __future__ import annotations
@@ -70,11 +72,7 @@ class Statement:
             )
         return compiled
 
-    async def first(self, conn: AsyncConnection, params: Mapping[str, Any]) -> Any | None:
-        """The statement's first row (its columns as attributes), or None: on the driver where
-        it is ``supported``, else through SQLAlchemy."""
-        if not supported(conn):
-            return (await conn.execute(self.statement, params)).first()
+    def _args(self, conn: AsyncConnection, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
         compiled = self._for(conn.dialect)
         args = []
         for name, default, process in zip(
@@ -84,18 +82,39 @@ class Statement:
             if value is _GIVEN:
                 raise KeyError(f"the statement's parameter '{name}' was not given")
             args.append(value if process is None or value is None else process(value))
-        driver = await _in_transaction(conn)
-        row = await driver.fetchrow(compiled.sql, *args)
+        return compiled.sql, args
+
+    async def first(self, conn: AsyncConnection, params: Mapping[str, Any]) -> Any | None:
+        """The statement's first row (its columns as attributes), or None: on the driver where
+        it is ``supported``, else through SQLAlchemy."""
+        if not supported(conn):
+            return (await conn.execute(self.statement, params)).first()
+        sql, args = self._args(conn, params)
+        driver = await _driver(conn)
+        row = await driver.fetchrow(sql, *args)
         return None if row is None else SimpleNamespace(**row)
 
+    async def tuples(
+        self, conn: AsyncConnection, params: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """Every row as a plain tuple (thousands at once, no row objects built)."""
+        if not supported(conn):
+            return [tuple(row) for row in await conn.execute(self.statement, params)]
+        sql, args = self._args(conn, params)
+        driver = await _driver(conn)
+        return [tuple(record) for record in await driver.fetch(sql, *args)]
 
-async def _in_transaction(conn: AsyncConnection) -> Any:
-    """The asyncpg connection under ``conn``, with SQLAlchemy's transaction begun on it."""
-    if not conn.in_transaction():
-        # Outside engine.begin() nothing would commit the write: refuse, never lose it.
-        raise RuntimeError("a driver statement runs inside a transaction (engine.begin())")
+
+async def _driver(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under ``conn``: on an AUTOCOMMIT connection (engine.reads) as it
+    is, each statement on its own; else with SQLAlchemy's transaction begun on it."""
     raw = await conn.get_raw_connection()
     adapter = raw.dbapi_connection
-    if getattr(adapter, "_transaction", None) is None and not adapter.autocommit:
+    if adapter.autocommit:
+        return raw.driver_connection
+    if not conn.in_transaction():
+        # Outside engine.begin() nothing would commit a write: refuse, never lose it.
+        raise RuntimeError("a driver statement runs inside a transaction (engine.begin())")
+    if getattr(adapter, "_transaction", None) is None:
         await adapter._start_transaction()
     return raw.driver_connection

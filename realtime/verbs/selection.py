@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 from sqlalchemy import ARRAY, BigInteger, Table, any_, bindparam, select
 
+from domain.db import driver
 from domain.db import repositories as repo
 from domain.db import tables as t
 from domain.errors import NotFound
@@ -20,6 +21,16 @@ from realtime.protocol import Request, WireId, verb
 
 SUPERVISORS = (Role.SUPERVISOR, Role.ADMIN)
 NAMES_CHUNK = 500
+_NAMES_OF = {
+    table.name: driver.Statement(
+        select(table.c.id, table.c.name).where(
+            table.c.data_owner_id == bindparam("owner"),
+            table.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger))),
+        )
+    )
+    for table in (t.users, t.customers)
+}
+"""id -> name of thousands of an owner's users or customers, one array parameter (PostgreSQL)."""
 
 
 class SelectionRelease(Request):
@@ -118,11 +129,9 @@ async def _names(conn: Any, table: Table, owner: int, ids: Iterable[int]) -> dic
     wanted = sorted(set(ids))
     if not wanted:
         return {}
+    if driver.supported(conn):
+        return dict(await _NAMES_OF[table.name].tuples(conn, {"owner": owner, "ids": wanted}))
     query = select(table.c.id, table.c.name).where(table.c.data_owner_id == owner)
-    if conn.dialect.name == "postgresql":
-        ids_param = bindparam("ids", type_=ARRAY(BigInteger))
-        rows = await conn.execute(query.where(table.c.id == any_(ids_param)), {"ids": wanted})
-        return dict(rows.all())
     names: dict[int, str] = {}
     for start in range(0, len(wanted), NAMES_CHUNK):
         chunk = wanted[start : start + NAMES_CHUNK]

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from domain.db import driver
 from domain.db import repositories as repo
 from domain.db import tables as t
+from domain.db.engine import reads
 from domain.model import CrmKind
 
 AT = datetime(2026, 11, 23, 17, 30, 15, 123000, tzinfo=UTC)
@@ -97,3 +98,16 @@ async def test_an_in_list_of_fixed_values_is_sent_as_its_values(engine: AsyncEng
     async with engine.begin() as conn:
         assert (await among.first(conn, {"cid": customer_id})).id == customer_id
         assert await among.first(conn, {"cid": customer_id + 10**9}) is None
+
+
+async def test_a_read_on_its_own_takes_every_row_as_a_tuple(engine: AsyncEngine) -> None:
+    customer_id = await a_customer(engine)
+    async with engine.begin() as conn:
+        for kind in ("one", "two"):
+            await ADD.first(conn, row_of(customer_id, kind))
+    kinds = driver.Statement(
+        select(h.kind, h.data).where(h.customer_id == bindparam("cid")).order_by(h.id)
+    )
+    async with reads(engine).connect() as conn:  # AUTOCOMMIT on PostgreSQL
+        rows = await kinds.tuples(conn, {"cid": customer_id})
+    assert rows == [("one", {"token": 7, "n": [1]}), ("two", {"token": 7, "n": [1]})]
