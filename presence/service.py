@@ -339,13 +339,20 @@ class SelectionService:
             except Exception:  # the database is briefly away: go again, a little later
                 await asyncio.sleep(0.05)
 
+    async def _look(self, owner: int, user_id: int) -> tuple[bool, Selection | None]:
+        """(True, what the user holds now); (False, None) when Redis had lost its data: the
+        owner's locks are loaded now, so the caller looks again."""
+        try:
+            return True, await self.store.current(owner, user_id)
+        except StoreNotReady:
+            await self.ensure_ready(owner)
+            return False, None
+
     async def release_user(self, owner: int, user_id: int) -> Released | None:
         """Rule 7: the user stops work or moves on; ends whatever it holds. None: nothing."""
         for _ in range(NOT_READY_RETRIES * 2):
-            try:
-                current = await self.store.current(owner, user_id)
-            except StoreNotReady:
-                await self.ensure_ready(owner)  # Redis lost its data: load, look again
+            loaded, current = await self._look(owner, user_id)
+            if not loaded:
                 continue
             if current is None:
                 return None
@@ -374,10 +381,8 @@ class SelectionService:
         for _ in range(NOT_READY_RETRIES * 2):
             current = expected
             if current is None:
-                try:
-                    current = await self.store.current(owner, user_id)
-                except StoreNotReady:
-                    await self.ensure_ready(owner)  # Redis lost its data: load, look again
+                loaded, current = await self._look(owner, user_id)
+                if not loaded:
                     continue
                 if current is None:
                     return None, None, None
