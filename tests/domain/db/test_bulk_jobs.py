@@ -21,6 +21,8 @@ from domain.db.repositories import utcnow
 from domain.model import HistoryKind
 
 RUNNER = Path(__file__).with_name("bulk_runner.py")
+LEASE_S = 3
+"""The runner's lease: long enough that a busy machine's slow batch never loses it."""
 
 
 class Crash(Exception):
@@ -48,15 +50,19 @@ async def test_rule_21_bulk_move_resumes_after_its_node_is_killed(
         str(job.id),
         "20",  # batch size
         "0.15",  # pause inside each batch, rows locked
-        "1",  # lease seconds
+        str(LEASE_S),  # lease seconds
         stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(RUNNER.parents[3])},
     )
     assert process.stdout is not None
     batches = 0
     while batches < 4:  # the initial report, then three committed batches
         line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
-        assert line, "the runner ended before it was killed"
+        if not line:
+            assert process.stderr is not None
+            why = (await process.stderr.read()).decode(errors="replace")[-2000:]
+            raise AssertionError(f"the runner ended before it was killed:\n{why}")
         batches += line.startswith(b"batch")
     await asyncio.sleep(0.05)  # into the next batch's open transaction
     process.send_signal(signal.SIGKILL)
@@ -68,7 +74,7 @@ async def test_rule_21_bulk_move_resumes_after_its_node_is_killed(
     # Another node may take over only once the dead node's lease ran out.
     with pytest.raises(JobBusy):
         await run_bulk_job(engine, job.id, selections=store)
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(LEASE_S + 0.1)
     done = await run_bulk_job(engine, job.id, selections=store, batch_size=20)
     assert done.status is JobStatus.DONE
     assert (done.report["matched"], done.report["changed"]) == (200, 200)
