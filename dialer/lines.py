@@ -160,16 +160,31 @@ class DatabaseCustomers:
         return _target(selection)
 
     async def hand_over(self, target: Target, agent_id: int) -> Target | None:
-        """The line's customer becomes the agent's selection; None: the line lost it."""
-        released = await self._release(target)
-        if not released:
-            return None
+        """The line's customer becomes the agent's selection, in one step (nobody can take it
+        in between); None: the line lost it, or the agent holds a customer (the line lets go
+        and the call is abandoned)."""
+        held = Selection(
+            owner=target.owner,
+            customer_id=target.customer_id,
+            user_id=target.holder_id,
+            token=target.token,
+            since=0,  # not read: the hand-over takes what Redis has
+            assignment_id=target.assignment_id,
+            segment_id=None,
+            mode=WorkMode.LIST,
+        )
         try:
-            selection = await self.selections.select(
-                target.owner, agent_id, target.customer_id, mode=WorkMode.LIST
-            )
+            released, selection = await self.selections.hand_over(target.owner, held, agent_id)
         except DomainError:
-            return None  # taken in the gap (a manual select): the call is abandoned
+            released, selection = None, None
+            if not await self._release(target):  # the agent was busy: the line lets go
+                return None
+        else:
+            self._line_free(target)
+            if released is not None and self.on_released is not None:
+                await self.on_released(released)
+        if selection is None:
+            return None
         await self._selected(selection)
         return _target(selection)
 
@@ -221,6 +236,13 @@ class DatabaseCustomers:
             released = await self.selections.release(
                 target.owner, target.customer_id, target.holder_id, token=target.token
             )
+        self._line_free(target)
+        if released is not None and self.on_released is not None:
+            await self.on_released(released)
+        return released is not None
+
+    def _line_free(self, target: Target) -> None:
+        """The line that held ``target`` may dial again."""
         lines = self._lines.get(target.owner)
         if (
             lines is not None
@@ -228,9 +250,6 @@ class DatabaseCustomers:
             and target.holder_id not in lines.free
         ):
             lines.free.append(target.holder_id)
-        if released is not None and self.on_released is not None:
-            await self.on_released(released)
-        return released is not None
 
     async def _selected(self, selection: Selection) -> None:
         if self.on_selected is not None:

@@ -28,9 +28,14 @@ SCRIPT_NAMES = (
     "rebuild",
     "move_on",
     "settle",
+    "hand_over",
 )
 
-COMPOSED = {"move_on": ("release", "claim_next"), "settle": ("release",)}
+COMPOSED = {
+    "move_on": ("release", "claim_next"),
+    "settle": ("release",),
+    "hand_over": ("release", "select"),
+}
 """Scripts whose file calls other scripts' bodies as local functions."""
 
 
@@ -63,6 +68,7 @@ class Scripts:
     rebuild: AsyncScript
     move_on: AsyncScript
     settle: AsyncScript
+    hand_over: AsyncScript
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

@@ -199,6 +199,26 @@ def _release_call(
     )
 
 
+def _selected_from(reply: Any, owner: int, user_id: int, customer_id: int) -> Selection:
+    """select.lua's reply: the selection (made, or resumed), or the refusal."""
+    status = _text(reply[0])
+    if status == "ALREADY_SELECTED":
+        raise AlreadySelected(int(customer_id), int(_text(reply[1])), int(_text(reply[2])))
+    if status == "USER_HAS_SELECTION":
+        raise UserHasSelection(int(_text(reply[1])))
+    return Selection(
+        owner=owner,
+        customer_id=int(customer_id),
+        user_id=int(user_id),
+        token=int(_text(reply[1])),
+        since=int(_text(reply[2])),
+        assignment_id=_opt_id(reply[3]),
+        segment_id=_opt_id(reply[4]),
+        mode=WorkMode(_text(reply[5])),
+        resumed=status == "RESUMED",
+    )
+
+
 def _released_from(reply: Any, owner: int, customer_id: int, by_user_id: int) -> Released | None:
     """release.lua's reply: the selection ended, None (nobody held it), or the refusal."""
     status = _text(reply[0])
@@ -297,11 +317,24 @@ class SelectionStore:
         now: int | None = None,
     ) -> Selection:
         """Select a customer for a user; selecting the one you hold returns it unchanged."""
-        now = self.clock() if now is None else int(now)
-        mode = WorkMode(mode)
-        reply = await self._run(
-            owner,
-            self.scripts.select,
+        keys, args = self._select_call(
+            owner, user_id, customer_id, assignment_id, segment_id, mode, now
+        )
+        reply = await self._run(owner, self.scripts.select, keys, args)
+        return _selected_from(reply, owner, user_id, customer_id)
+
+    def _select_call(
+        self,
+        owner: int,
+        user_id: int,
+        customer_id: int,
+        assignment_id: int | None,
+        segment_id: int | None,
+        mode: WorkMode | str,
+        now: int | None,
+    ) -> tuple[list[str], list[Any]]:
+        """select.lua's KEYS and ARGV (also the second part of hand_over.lua's)."""
+        return (
             [
                 ready_key(owner),
                 customer_key(owner, customer_id),
@@ -314,26 +347,41 @@ class SelectionStore:
                 int(user_id),
                 _arg_id(assignment_id),
                 _arg_id(segment_id),
-                mode.value,
-                now,
+                WorkMode(mode).value,
+                self.clock() if now is None else int(now),
             ],
         )
-        status = _text(reply[0])
-        if status == "ALREADY_SELECTED":
-            raise AlreadySelected(int(customer_id), int(_text(reply[1])), int(_text(reply[2])))
-        if status == "USER_HAS_SELECTION":
-            raise UserHasSelection(int(_text(reply[1])))
-        return Selection(
-            owner=owner,
-            customer_id=int(customer_id),
-            user_id=int(user_id),
-            token=int(_text(reply[1])),
-            since=int(_text(reply[2])),
-            assignment_id=_opt_id(reply[3]),
-            segment_id=_opt_id(reply[4]),
-            mode=WorkMode(_text(reply[5])),
-            resumed=status == "RESUMED",
+
+    async def hand_over(
+        self,
+        owner: int,
+        held: Selection,
+        to_user_id: int,
+        *,
+        mode: WorkMode = WorkMode.LIST,
+        now: int | None = None,
+    ) -> tuple[Released | None, Selection | None]:
+        """Rule 4 in one step: ``held`` (a dialer line's selection, same token, else
+        SelectionLost) passes to ``to_user_id``, with the list and segment it had. (None,
+        None): nobody held it; raises UserHasSelection (nothing changed) when that user holds
+        a customer already."""
+        owner = int(owner)
+        release_keys, release_args = _release_call(
+            owner, held.customer_id, held.user_id, held.token, False
         )
+        select_keys, select_args = self._select_call(
+            owner, to_user_id, held.customer_id, None, None, mode, now
+        )
+        del select_args[2:4]  # the assignment and segment: the line's, as Redis has them
+        released_reply, selected_reply = await self._run(
+            owner, self.scripts.hand_over, release_keys + select_keys, release_args + select_args
+        )
+        if _text(released_reply[0]) == "USER_HAS_SELECTION":
+            raise UserHasSelection(int(_text(released_reply[1])))
+        released = _released_from(released_reply, owner, held.customer_id, held.user_id)
+        if released is None:
+            return None, None
+        return released, _selected_from(selected_reply, owner, to_user_id, held.customer_id)
 
     # Rules 10-12: next right customer ----------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -386,8 +387,15 @@ class SelectionService:
                     continue
                 if current is None:
                     return None, None, None
+            claims: list[Claim] = []  # what the Redis step claimed, for the caller's refill
             try:
-                return await self._release_and_record(current, hopper, qualifies, qualifies_params)
+                released, selection = await self._release_and_record(
+                    current,
+                    functools.partial(self._release_and_claim, current, hopper, claims),
+                    qualifies,
+                    qualifies_params,
+                )
+                return released, claims[0] if claims else None, selection
             except StoreNotReady:
                 await self.ensure_ready(owner)  # lost meanwhile: load, go again
                 continue
@@ -397,24 +405,52 @@ class SelectionService:
                 continue  # ended meanwhile (a supervisor): look again
         return None, None, None
 
+    async def _release_and_claim(
+        self, held: Selection, hopper: HopperKey, claims: list[Claim]
+    ) -> tuple[Released | None, Selection | None]:
+        released, made = await self.store.move_on(held.owner, held, hopper)
+        if made is not None:
+            claims.append(made)
+        return released, None if made is None else made.selection
+
+    async def hand_over(
+        self, owner: int, held: Selection, to_user_id: int
+    ) -> tuple[Released | None, Selection | None]:
+        """Predictive dialing: a dialer line's selection ``held`` passes to an agent, in one
+        Redis step (nobody can take the customer in between) and one transaction. Returns
+        (the line's selection ended, the agent's recorded); (None, None): the line no longer
+        held it. UserHasSelection: the agent holds a customer already (nothing changed)."""
+        for _ in range(NOT_READY_RETRIES):
+            try:
+                return await self._release_and_record(
+                    held, lambda: self.store.hand_over(owner, held, to_user_id), None, None
+                )
+            except StoreNotReady:
+                await self.ensure_ready(owner)  # Redis lost its data: load, go again
+        return None, None
+
     async def _release_and_record(
         self,
         held: Selection,
-        hopper: HopperKey,
+        step: Callable[[], Awaitable[tuple[Released | None, Selection | None]]],
         qualifies: ColumnElement[bool] | None,
         qualifies_params: Mapping[str, Any] | None,
-    ) -> tuple[Released | None, Claim | None, Selection | None]:
+    ) -> tuple[Released | None, Selection | None]:
+        """End ``held`` and record the selection ``step`` makes in Redis in its place, in one
+        transaction: the release is written first, then ``step`` lets go of ``held`` and makes
+        the new selection in one Redis script, then the new one is written. Returns (released,
+        the selection recorded); (None, None): ``held`` was not held any more (nothing
+        written); a selection refused or undone is dropped again (returned as None)."""
         owner, customer_id = held.owner, held.customer_id
         now = datetime.now(UTC)
         released: Released | None = None
-        made: Claim | None = None
+        selection: Selection | None = None
         recorded = False
         try:
             async with self.engine.connect() as conn:
                 transaction = await conn.begin()
                 try:
-                    # The release as in _release_held: database first, then Redis, where the
-                    # next claim goes in the same step (store.move_on).
+                    # The release as in _release_held: database first, then Redis.
                     await fencing.record_release(
                         conn,
                         owner=owner,
@@ -425,14 +461,14 @@ class SelectionService:
                         assignment_id=held.assignment_id,
                         at=now,
                     )
-                    released, made = await self.store.move_on(owner, held, hopper)
+                    released, selection = await step()
                     if released is None:
                         await transaction.rollback()
-                        return None, None, None
-                    if made is not None and made.selection is not None:
+                        return None, None
+                    if selection is not None:
                         # The record as in record(): confirmed in Redis after the commit.
                         recorded = await self._record_in(
-                            conn, made.selection, qualifies, qualifies_params
+                            conn, selection, qualifies, qualifies_params
                         )
                     await transaction.commit()
                 except BaseException:
@@ -442,19 +478,18 @@ class SelectionService:
             if released is not None:
                 # Redis let go but the commit failed: record the release again (see _release).
                 await self._record_release_again(owner, released, held.user_id, now)
-            if made is not None and made.selection is not None:
-                await self.drop(made.selection)
+            if selection is not None:
+                await self.drop(selection)
             raise
         assert released is not None
-        selection = made.selection if made is not None else None
         held_now = await self._settle_release(released, selection if recorded else None)
         if selection is None:
-            return released, made, None
+            return released, None
         if recorded:
             recorded = await self._confirm(selection, held_now)
         if not recorded:
             await self.drop(selection)  # refused (a stale candidate) or undone: let go
-        return released, made, selection if recorded else None
+        return released, selection if recorded else None
 
     async def current(self, owner: int, user_id: int) -> Selection | None:
         """Rule 9: the selection to put a reconnecting agent back into."""

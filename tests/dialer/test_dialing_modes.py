@@ -24,7 +24,7 @@ from dialer.work_loop import WorkList, WorkLoop
 from domain.db import dnc
 from domain.db import repositories as repo
 from domain.db import tables as t
-from domain.model import AssignmentSetup, DialMode, HistoryKind, NextAction
+from domain.model import AssignmentSetup, DialMode, HistoryKind, NextAction, WorkMode
 
 BUSY = CallProfile(answer_rate=0, busy_rate=1, failed_rate=0, busy_seconds=LogNormal(3, 0))
 NO_ANSWER = CallProfile(answer_rate=0, busy_rate=0, failed_rate=0, no_answer_timeout=20)
@@ -154,6 +154,22 @@ async def test_predictive_connects_an_answered_call_to_a_free_agent(
     # The agent holds the customer itself: its screen writes pass the fence.
     current = await r.loop.selections.current(r.work.owner, agent.id)
     assert current is not None and (current.customer_id, current.token) == (customer_id, token)
+    # Handed over in one step: the line's release and the agent's selection, both recorded,
+    # with the list the line had; the database names the agent as the holder.
+    assert current.assignment_id == r.list.assignment_id and current.mode is WorkMode.LIST
+    async with engine.connect() as conn:
+        history = await repo.list_history(conn, customer_id)
+        holder = (
+            await conn.execute(
+                select(t.customers.c.holder_user_id, t.customers.c.selection_token).where(
+                    t.customers.c.id == customer_id
+                )
+            )
+        ).one()
+    steps = [(e.kind.value, e.data.get("holder_user_id", e.user_id)) for e in history]
+    line_id = steps[0][1]
+    assert steps[:3] == [("selected", line_id), ("released", line_id), ("selected", agent.id)]
+    assert tuple(holder) == (agent.id, token)
     snap = r.dialer.snapshot(r.work.owner, agent.id)
     assert snap.state is AgentState.TALKING and snap.customer_id == customer_id
     await r.clock.advance(60)  # the customer hangs up: wrap-up with the setup's 30 s

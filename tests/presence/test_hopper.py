@@ -218,3 +218,36 @@ async def test_settle_lets_go_of_a_lock_put_back_and_confirms_the_new_one(
     assert await store.holder(owner, 30) == newer
     await store.redis.delete(ready_key(owner))
     assert await store.settle(released, other) is None  # not loaded: nothing known
+
+
+async def test_rule_04_hand_over_passes_a_lines_selection_to_an_agent_in_one_step(
+    store: SelectionStore, owner: int, locks_of
+) -> None:
+    await store.refill(owner, HOPPER, [(30, 21)])
+    line = (await store.claim_next(owner, -1, HOPPER)).selection  # a dialer line's claim
+    assert line is not None
+    released, agent = await store.hand_over(owner, line, 7, now=T0 + 4)
+    assert released is not None and agent is not None
+    assert (released.user_id, released.token, released.by_user_id) == (-1, line.token, -1)
+    assert (agent.user_id, agent.customer_id, agent.since) == (7, 30, T0 + 4)
+    assert (agent.assignment_id, agent.segment_id, agent.mode) == (11, 21, WorkMode.LIST)
+    assert agent.token > line.token
+    assert await store.current(owner, -1) is None
+    assert await store.holder(owner, 30) == agent
+    (await locks_of(store.redis, owner)).assert_rule_4()
+
+
+async def test_hand_over_to_an_agent_holding_a_customer_changes_nothing(
+    store: SelectionStore, owner: int
+) -> None:
+    line = await store.select(owner, -1, 30, assignment_id=11, mode=WorkMode.LIST)
+    busy = await store.select(owner, 7, 40)
+    with pytest.raises(UserHasSelection):
+        await store.hand_over(owner, line, 7)
+    assert await store.holder(owner, 30) == line
+    assert await store.current(owner, 7) == busy
+    stale = await store.select(owner, 8, 50)  # nobody holds 50 with the line's token
+    await store.release(owner, 50, 8)
+    with pytest.raises(SelectionLost):
+        await store.hand_over(owner, stale, 9)
+    assert await store.current(owner, 9) is None
