@@ -280,45 +280,22 @@ class SelectionService:
     ) -> Released | None:
         """End the selection ``held`` (as Redis showed it a moment ago): recorded with its
         history row, then let go in Redis, then committed. None: nobody held it any more."""
-        customer_id = held.customer_id
-        now = datetime.now(UTC)
-        released: Released | None = None
-        try:
-            async with self.engine.connect() as conn:
-                transaction = await conn.begin()
-                try:
-                    # Database first, row locked, then Redis, then commit: once Redis shows the
-                    # customer free, no write of the old holder passes the fence (rule 8). The
-                    # history row names the holder Redis showed: release.lua lets go only of
-                    # that very selection (same token), or the transaction rolls back.
-                    await fencing.record_release(
-                        conn,
-                        owner=owner,
-                        customer_id=customer_id,
-                        token=held.token,
-                        holder_user_id=held.user_id,
-                        by_user_id=by_user_id,
-                        assignment_id=held.assignment_id,
-                        at=now,
-                    )
-                    released = await self.store.release(
-                        owner, customer_id, by_user_id, token=held.token, supervisor=supervisor
-                    )
-                    if released is None:
-                        await transaction.rollback()
-                        return None
-                    await transaction.commit()
-                except BaseException:
-                    await transaction.rollback()
-                    raise
-        except Exception:
-            if released is not None:
-                # Redis let go but the commit failed: record the release again, or the database
-                # would keep fencing writes in for a holder Redis no longer knows.
-                await self._record_release_again(owner, released, by_user_id, now)
-            raise
-        await self._settle_release(released)
+        released, _none = await self._release_and_record(
+            held,
+            functools.partial(self._release_only, held, by_user_id, supervisor),
+            None,
+            None,
+            by_user_id=by_user_id,
+        )
         return released
+
+    async def _release_only(
+        self, held: Selection, by_user_id: int, supervisor: bool
+    ) -> tuple[Released | None, None]:
+        released = await self.store.release(
+            held.owner, held.customer_id, by_user_id, token=held.token, supervisor=supervisor
+        )
+        return released, None
 
     async def _record_release_again(
         self, owner: int, released: Released, by_user_id: int, at: datetime
@@ -435,13 +412,19 @@ class SelectionService:
         step: Callable[[], Awaitable[tuple[Released | None, Selection | None]]],
         qualifies: ColumnElement[bool] | None,
         qualifies_params: Mapping[str, Any] | None,
+        *,
+        by_user_id: int | None = None,
     ) -> tuple[Released | None, Selection | None]:
-        """End ``held`` and record the selection ``step`` makes in Redis in its place, in one
-        transaction: the release is written first, then ``step`` lets go of ``held`` and makes
-        the new selection in one Redis script, then the new one is written. Returns (released,
-        the selection recorded); (None, None): ``held`` was not held any more (nothing
-        written); a selection refused or undone is dropped again (returned as None)."""
+        """End ``held`` (released by ``by_user_id``, default its holder) and record the
+        selection ``step`` makes in Redis in its place, if any, in one transaction. Database
+        first, row locked, then Redis, then commit: once Redis shows the customer free, no
+        write of the old holder passes the fence (rule 8). The history row names the holder
+        Redis showed: ``step`` lets go only of that very selection (same token), or the
+        transaction rolls back. Returns (released, the selection recorded); (None, None):
+        ``held`` was not held any more (nothing written); a selection refused or undone is
+        dropped again (returned as None)."""
         owner, customer_id = held.owner, held.customer_id
+        by = held.user_id if by_user_id is None else by_user_id
         now = datetime.now(UTC)
         released: Released | None = None
         selection: Selection | None = None
@@ -450,14 +433,13 @@ class SelectionService:
             async with self.engine.connect() as conn:
                 transaction = await conn.begin()
                 try:
-                    # The release as in _release_held: database first, then Redis.
                     await fencing.record_release(
                         conn,
                         owner=owner,
                         customer_id=customer_id,
                         token=held.token,
                         holder_user_id=held.user_id,
-                        by_user_id=held.user_id,
+                        by_user_id=by,
                         assignment_id=held.assignment_id,
                         at=now,
                     )
@@ -476,8 +458,9 @@ class SelectionService:
                     raise
         except Exception:
             if released is not None:
-                # Redis let go but the commit failed: record the release again (see _release).
-                await self._record_release_again(owner, released, held.user_id, now)
+                # Redis let go but the commit failed: record the release again, or the database
+                # would keep fencing writes in for a holder Redis no longer knows.
+                await self._record_release_again(owner, released, by, now)
             if selection is not None:
                 await self.drop(selection)
             raise
