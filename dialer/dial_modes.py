@@ -206,20 +206,28 @@ class Dialer:
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    async def agent_ready(self, user: User, work: WorkList) -> AgentSnapshot:
-        """The agent is in list work and ready for the next customer: whatever the dialer gave
-        it before is let go (saved already), then the list's mode decides what comes next."""
+    async def _seat_in(self, user: User, work: WorkList) -> tuple[Seat, bool]:
+        """The agent's seat in the dialing of ``work`` (a seat in another list is given up
+        first), and whether it was made just now."""
         owner = user.data_owner_id
         seat = self._seats.get((owner, user.id))
         if seat is not None and seat.group.work != work:
             await self.agent_stopped(user)
             seat = None
-        if seat is None:
-            group = await self._group(owner, work)
-            seat = Seat(user, group, AgentTimers(user.id, group.setup, self.clock.now()))
-            self._seats[(owner, user.id)] = seat
-            group.seats[user.id] = seat
-            await self.customers.enter_list_work(owner, user.id, work)
+        if seat is not None:
+            return seat, False
+        group = await self._group(owner, work)
+        seat = Seat(user, group, AgentTimers(user.id, group.setup, self.clock.now()))
+        self._seats[(owner, user.id)] = seat
+        group.seats[user.id] = seat
+        return seat, True
+
+    async def agent_ready(self, user: User, work: WorkList) -> AgentSnapshot:
+        """The agent is in list work and ready for the next customer: whatever the dialer gave
+        it before is let go (saved already), then the list's mode decides what comes next."""
+        seat, new = await self._seat_in(user, work)
+        if new:
+            await self.customers.enter_list_work(user.data_owner_id, user.id, work)
         # Ready again while a call is still up: the agent saved during it, so it ends here.
         await self._end_call(seat)
         await self._let_go(seat)
@@ -230,16 +238,7 @@ class Dialer:
         """Preview with the work loop's own hand-out: call the customer the agent already holds
         (``target``) on ``number`` (checked against the DNC list by the caller). Returns the
         call id; the talk and wrap-up timers follow as in every mode."""
-        owner = user.data_owner_id
-        seat = self._seats.get((owner, user.id))
-        if seat is not None and seat.group.work != work:
-            await self.agent_stopped(user)
-            seat = None
-        if seat is None:
-            group = await self._group(owner, work)
-            seat = Seat(user, group, AgentTimers(user.id, group.setup, self.clock.now()))
-            self._seats[(owner, user.id)] = seat
-            group.seats[user.id] = seat
+        seat, _new = await self._seat_in(user, work)
         if seat.call is not None:
             raise Invalid("the agent is on a call")
         self._cancel_timer(seat)
