@@ -28,6 +28,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.db.engine import async_url, make_engine, migrate
+from domain.flows import AVAILABLE, CustomerFlow, Outcome, Status
 from presence.agents import OWNERS_KEY
 from presence.keys import owner_prefix
 from realtime.embedded import EmbeddedRedis, free_port
@@ -42,6 +43,13 @@ STOP_TIMEOUT_S = 20.0
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+SALE_FLOW = CustomerFlow(
+    statuses=(Status(AVAILABLE, "Available"), Status("sale", "Sale")),
+    outcomes=(Outcome("sale", "Sale", frozenset({AVAILABLE}), "sale"),),
+)
+"""The list flow of the benches whose customers are only selected: one outcome, a sale."""
 
 
 def raise_nofile() -> None:

@@ -14,7 +14,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,23 +27,17 @@ import httpx
 import websockets
 from sqlalchemy import text
 
+from bench._nodes import raise_nofile, start_node
 from domain.db import repositories as repo
 from domain.db.engine import async_url, make_engine, migrate
 from domain.model import Role
-from realtime.embedded import EmbeddedRedis, free_port
+from realtime.embedded import EmbeddedRedis
 from realtime.tokens import issue_token
 
 SECRET = "bench-connections-secret"
-DIALHUB = str(Path(sys.executable).with_name("dialhub"))
 CONNECT_CONCURRENCY = 100
 HOLD_S = 15.0
 """How long every connection stays idle (with heartbeats) before RSS is read again."""
-
-
-def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def rss_mb(pid: int) -> float:
@@ -103,30 +96,6 @@ def client_process(url: str, tokens: list[str], ready, release, results) -> None
     results.put(("alive", asyncio.run(run())))
 
 
-def start_node(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    process = subprocess.Popen(
-        [DIALHUB, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=raise_nofile,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit("the node exited at start")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process, port
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the node did not become ready")
-
-
 async def prepare(db_url: str, schema: str | None, n: int) -> list[int]:
     engine = make_engine(db_url, schema=schema)
     try:
@@ -164,7 +133,8 @@ def main() -> dict:
             )
             if schema:
                 env["DIALHUB_DB_SCHEMA"] = schema
-            node, port = start_node(env, work)
+            started = start_node(env, work)  # its stderr in work/node-<port>.log
+            node, port = started.process, started.port
             try:
                 httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
                 before = rss_mb(node.pid)

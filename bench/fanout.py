@@ -51,6 +51,7 @@ import websockets
 from sqlalchemy import text
 
 from bench._nodes import (
+    SALE_FLOW,
     Database,
     Node,
     connect,
@@ -67,17 +68,12 @@ from bench._nodes import (
     stop_nodes,
 )
 from domain.db import repositories as repo
-from domain.flows import AVAILABLE, CustomerFlow, Outcome, Status
 from domain.model import CrmKind, Role
 from presence.selections import SelectionStore
 from presence.service import SelectionService
 from realtime.tokens import issue_token
 
 SECRET = "bench-fanout-secret"
-FLOW = CustomerFlow(
-    statuses=(Status(AVAILABLE, "Available"), Status("sale", "Sale")),
-    outcomes=(Outcome("sale", "Sale", frozenset({AVAILABLE}), "sale"),),
-)
 ECHO_ROUNDS = 300
 HOLD_CONCURRENCY = 16
 CONNECT_CONCURRENCY = 50
@@ -128,7 +124,7 @@ async def seed(db: Database, n_held: int, n_agents: int, n_watchers: int, n_pool
     async with db.engine.begin() as conn:
         owner = await repo.create_data_owner(conn, f"bench-fanout-{tag}", id=owner_id)
         crm = await repo.create_crm(conn, owner.id, "CRM", CrmKind.B2C)
-        assignment = await repo.create_assignment(conn, owner.id, crm.id, "Fan-out", FLOW)
+        assignment = await repo.create_assignment(conn, owner.id, crm.id, "Fan-out", SALE_FLOW)
         holders = await users(conn, owner.id, Role.AGENT, "Holder", n_held)
         agents = await users(conn, owner.id, Role.AGENT, "Agent", n_agents)
         supervisors = await users(conn, owner.id, Role.SUPERVISOR, "Supervisor", n_watchers)

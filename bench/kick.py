@@ -28,6 +28,7 @@ import websockets
 from sqlalchemy import text
 
 from bench._nodes import (
+    SALE_FLOW,
     echo_times,
     forget_owner,
     percentile,
@@ -37,7 +38,6 @@ from bench._nodes import (
 )
 from domain.db import repositories as repo
 from domain.db.engine import async_url, make_engine, migrate
-from domain.flows import AVAILABLE, CustomerFlow, Outcome, Status
 from domain.model import CrmKind, Role
 from presence.selections import SelectionStore
 from presence.service import SelectionService
@@ -45,10 +45,6 @@ from realtime.embedded import EmbeddedRedis
 from realtime.tokens import issue_token
 
 SECRET = "bench-kick-secret"
-FLOW = CustomerFlow(
-    statuses=(Status(AVAILABLE, "Available"), Status("sale", "Sale")),
-    outcomes=(Outcome("sale", "Sale", frozenset({AVAILABLE}), "sale"),),
-)
 KICK_WAIT_S = 5.0
 ECHO_ROUNDS = 500
 
@@ -61,7 +57,7 @@ async def seed(engine, n: int) -> tuple[int, list[int], int, list[int]]:
     async with engine.begin() as conn:
         owner = await repo.create_data_owner(conn, f"bench-kick-{tag}", id=owner_id)
         crm = await repo.create_crm(conn, owner.id, "CRM", CrmKind.B2C)
-        assignment = await repo.create_assignment(conn, owner.id, crm.id, "Kick", FLOW)
+        assignment = await repo.create_assignment(conn, owner.id, crm.id, "Kick", SALE_FLOW)
         agents = [
             (
                 await repo.create_user(
