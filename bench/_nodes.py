@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import redis.asyncio as aioredis
 import websockets
 from sqlalchemy import text
@@ -50,6 +51,76 @@ SALE_FLOW = CustomerFlow(
     outcomes=(Outcome("sale", "Sale", frozenset({AVAILABLE}), "sale"),),
 )
 """The list flow of the benches whose customers are only selected: one outcome, a sale."""
+
+
+class CpuWindow:
+    """Where the machine's CPU went over a stretch of a run: how busy all its cores were
+    (1.0: every core all the time), how much a hypervisor took away (steal), and the CPU time
+    of named groups of processes; what the groups do not explain is everything else that ran
+    (PostgreSQL, Redis, other tenants of the machine). Opened with ``start``, read once with
+    ``stop``. A bench whose machine was near 1.0 busy measured the machine, not the code."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = {name: [psutil.Process(pid) for pid in pids] for name, pids in groups.items()}
+        self._machine: Any = None
+        self._own: dict[str, float] = {}
+        self._wall = 0.0
+
+    def _cpu(self, name: str) -> float:
+        total = 0.0
+        for process in self.groups[name]:
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def start(self) -> CpuWindow:
+        self._machine = psutil.cpu_times()
+        self._own = {name: self._cpu(name) for name in self.groups}
+        self._wall = time.perf_counter()
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        """{"cores", "machine_busy", "steal", "<group>_cpu_s"..., "other_cpu_s"}."""
+        wall = time.perf_counter() - self._wall
+        after = psutil.cpu_times()
+        cores = psutil.cpu_count() or 1
+        before = self._machine
+        total = _all_of(after) - _all_of(before)
+        idle = (after.idle - before.idle) + (
+            getattr(after, "iowait", 0.0) - getattr(before, "iowait", 0.0)
+        )
+        steal = getattr(after, "steal", 0.0) - getattr(before, "steal", 0.0)
+        figures: dict[str, Any] = {
+            "cores": cores,
+            "machine_busy": round((total - idle) / total, 3) if total > 0 else None,
+            "steal": round(steal / total, 3) if total > 0 else None,
+        }
+        used = 0.0
+        for name in self.groups:
+            spent = self._cpu(name) - self._own[name]
+            used += spent
+            figures[f"{name}_cpu_s"] = round(spent, 3)
+        busy_s = (total - idle - steal) / total * wall * cores if total > 0 else 0.0
+        figures["other_cpu_s"] = round(max(0.0, busy_s - used), 3)
+        return figures
+
+
+SEEDED_TABLES = ("customers", "users", "history", "grants", "assignments")
+
+
+async def analyze(engine: AsyncEngine) -> None:
+    """The planner's statistics of the tables a seed just filled, as a database in use has them
+    (autovacuum gathers them within a minute or so): a bench measures the plans of a live
+    database, not those of tables the planner has never looked at."""
+    async with engine.begin() as conn:
+        for table in SEEDED_TABLES:
+            await conn.execute(text(f"ANALYZE {table}"))
+
+
+def _all_of(times: Any) -> float:
+    """All CPU time of psutil.cpu_times() (guest time is counted in user time already)."""
+    return sum(getattr(times, name) for name in times._fields if not name.startswith("guest"))
 
 
 def raise_nofile() -> None:

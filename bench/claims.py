@@ -8,7 +8,11 @@ first. Every outcome is progressive (the customer leaves `available`), so no cus
 handed out twice at all: duplicates are counted in this process and again from the database's
 history. Beside it, the same run times Hopper.refill of 1,000 candidates from the full table,
 a bare EVALSHA loop on the same Redis client with as many tasks, and (PostgreSQL) the floor: the
-same loop's database statements alone, prepared, on raw asyncpg connections, as baselines.
+same loop's database statements alone, prepared, on raw asyncpg connections, as baselines. While
+the agents run (and while the floor runs), the machine's CPU is accounted for: how busy all its
+cores were (`machine_busy`, 1.0 = every core all the time), the share a hypervisor took
+(`steal`), this process's CPU per claim and everything else's (`other_cpu_ms_per_claim`:
+PostgreSQL, Redis, anything else on the machine).
 
 PostgreSQL from DATABASE_URL, in a fresh schema dropped at the end; unset, a SQLite file in a
 temporary directory. Redis from REDIS_URL, else an embedded redis-server. The data owner gets a
@@ -44,7 +48,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench._nodes import forget_owner, percentile
+from bench._nodes import CpuWindow, analyze, forget_owner, percentile
 from dialer.hopper import Hopper
 from dialer.next_customer import NextCustomer
 from domain.db import fencing
@@ -106,6 +110,8 @@ class Tally:
     first_error: str | None = None
     cpu_s: float = 0.0
     """CPU time of this process while the agents ran (the machine may be shared)."""
+    machine: dict[str, Any] = field(default_factory=dict)
+    """Where the machine's CPU went meanwhile (bench._nodes.CpuWindow)."""
 
 
 # Set-up ---------------------------------------------------------------------------------------
@@ -201,8 +207,7 @@ async def seed(engine: AsyncEngine, n: int, n_agents: int) -> Bench:
         async with engine.begin() as conn:
             await repo.insert_customer_records(conn, records)
         log(f"seeded {first + len(records):>9,} / {n:,}")
-    async with engine.begin() as conn:
-        await conn.execute(text("ANALYZE customers"))
+    await analyze(engine)
     log(f"seeded in {time.perf_counter() - started:.1f} s")
     return Bench(owner.id, assignment.id, agents, n)
 
@@ -269,10 +274,13 @@ FLOOR_SELECT = (
 )
 
 
-async def database_floor(engine: AsyncEngine, bench: Bench, tasks: int) -> float | None:
+async def database_floor(
+    engine: AsyncEngine, bench: Bench, tasks: int
+) -> tuple[float, dict[str, Any]] | None:
     """Loops per second of the same database work alone (FLOOR_*), prepared statements on raw
     asyncpg connections, ``tasks`` concurrent tasks, on customers the agents did not reach: the
-    ceiling any service layer on this machine's database stays under. None on SQLite."""
+    ceiling any service layer on this machine's database stays under; with where the machine's
+    CPU went meanwhile (bench._nodes.CpuWindow). None on SQLite."""
     if engine.dialect.name != "postgresql":
         return None
     import asyncpg
@@ -332,8 +340,9 @@ async def database_floor(engine: AsyncEngine, bench: Bench, tasks: int) -> float
                 loops += 1
 
         started = time.perf_counter()
+        window = CpuWindow({"bench": [os.getpid()]}).start()
         await asyncio.gather(*(loop(u) for u in bench.agents[:tasks]))
-        return loops / (time.perf_counter() - started)
+        return loops / (time.perf_counter() - started), window.stop()
     finally:
         await pool.close()
 
@@ -391,7 +400,9 @@ async def run_agents(
                 tally.first_error = traceback.format_exc()
 
     started, cpu = time.perf_counter(), time.process_time()
+    window = CpuWindow({"bench": [os.getpid()]}).start()
     await asyncio.gather(*(guarded(u) for u in bench.agents))
+    tally.machine = window.stop()
     tally.cpu_s = time.process_time() - cpu
     return tally, time.perf_counter() - started
 
@@ -456,7 +467,7 @@ async def main() -> dict[str, Any]:
                 log(f"refill 1000 after the run: {[round(r, 1) for r in refills_after]} ms")
                 floor = await database_floor(engine, bench, n_agents)
                 if floor is not None:
-                    log(f"the same database work alone: {floor:,.0f} loops/s")
+                    log(f"the same database work alone: {floor[0]:,.0f} loops/s, {floor[1]}")
             finally:
                 if bench is not None:
                     await forget_owner(redis_url, bench.owner)
@@ -475,10 +486,15 @@ async def main() -> dict[str, Any]:
         "recorded_selections": db_selected,
         "outcomes": tally.outcomes,
         "cpu_ms_per_claim": round(tally.cpu_s * 1000 / max(claims, 1), 2),
+        "other_cpu_ms_per_claim": round(tally.machine["other_cpu_s"] * 1000 / max(claims, 1), 2),
+        "machine_busy": tally.machine["machine_busy"],
+        "steal": tally.machine["steal"],
+        "cores": tally.machine["cores"],
         "errors": dict(tally.errors),
         "agents": n_agents,
         "redis_evalsha_per_s": round(evalsha),
-        "db_floor_loops_per_s": None if floor is None else round(floor),
+        "db_floor_loops_per_s": None if floor is None else round(floor[0]),
+        "db_floor_machine_busy": None if floor is None else floor[1]["machine_busy"],
         "refill_1000_ms": round(statistics.median(refills + refills_after), 1),
         "refill_1000_runs_ms": [round(r, 1) for r in refills + refills_after],
         "customers": n,

@@ -14,9 +14,11 @@ each watcher: `p50_ms` / `p99_ms` over every (change, watcher) delivery, `every_
 changes until the last watcher had it. `lost` counts deliveries that never arrived (each
 watcher waits up to DRAIN_S after the last change). Beside them: the agents' own answers
 (`select_reply_p50_ms`, `release_reply_p50_ms`), how long after its answer the last watcher
-had a change (`last_after_reply_p50_ms`: the fan-out beyond the verb) and the CPU both nodes
-spent per change. As a same-run baseline, `ping` round trips are timed on both nodes
-(`echo_p50_ms`).
+had a change (`last_after_reply_p50_ms`: the fan-out beyond the verb), the CPU spent per change
+by both nodes, by this client and by everything else (PostgreSQL, Redis, other tenants), and how
+busy the machine's cores were meanwhile (`machine_busy`, 1.0 = all of them all the time;
+`steal`: the share a hypervisor took). As a same-run baseline, `ping` round trips are timed on
+both nodes (`echo_p50_ms`).
 
 Redis: REDIS_URL, else the machine's Redis on 127.0.0.1:6379 if it answers, else an embedded
 redis-server. Database: DATABASE_URL, else the machine's PostgreSQL (postgres@127.0.0.1:5432/test)
@@ -52,8 +54,10 @@ from sqlalchemy import text
 
 from bench._nodes import (
     SALE_FLOW,
+    CpuWindow,
     Database,
     Node,
+    analyze,
     connect,
     database,
     echo_times,
@@ -311,12 +315,6 @@ async def drain(watchers: list[Watcher], expected: int) -> None:
 # The run --------------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def report_node_errors(work: Path) -> None:
     """The first traceback of each node's log, if any, to stderr (the logs go with the run)."""
     for path in sorted(work.glob("node-*.log")):
@@ -377,10 +375,12 @@ async def measure(work: Path, redis_url: str, db: Database, seeded: Seeded) -> d
 
         await asyncio.sleep(SETTLE_S)
         log(f"changing at {rate}/s for {seconds:.0f} s")
-        cpu_before = sum(cpu_seconds(node.process.pid) for node in nodes)
+        window = CpuWindow(
+            {"node": [node.process.pid for node in nodes], "client": [os.getpid()]}
+        ).start()
         tally, sent_s = await churn(agents, iter(seeded.pool), rate, seconds)
         await drain(watchers, len(tally.sent))
-        node_cpu_s = sum(cpu_seconds(node.process.pid) for node in nodes) - cpu_before
+        cpu = window.stop()
     finally:
         for ws in sockets:
             try:
@@ -419,7 +419,15 @@ async def measure(work: Path, redis_url: str, db: Database, seeded: Seeded) -> d
         "select_reply_p50_ms": median(tally.replies_ms["selected"]),
         "release_reply_p50_ms": median(tally.replies_ms["released"]),
         "changes": changes,
-        "node_cpu_ms_per_change": round(node_cpu_s * 1000 / changes, 2) if changes else None,
+        **{
+            f"{group}_cpu_ms_per_change": round(cpu[f"{group}_cpu_s"] * 1000 / changes, 2)
+            if changes
+            else None
+            for group in ("node", "client", "other")
+        },
+        "machine_busy": cpu["machine_busy"],
+        "steal": cpu["steal"],
+        "cores": cpu["cores"],
         "errors": tally.errors,
         "selections": len(seeded.held),
         "watchers": len(watchers),
@@ -453,6 +461,7 @@ async def main() -> dict[str, Any]:
                 started = time.perf_counter()
                 await hold(db, redis_url, seeded)
                 log(f"{n_held} selections held in {time.perf_counter() - started:.1f} s")
+                await analyze(db.engine)
                 return await measure(work, redis_url, db, seeded)
             finally:
                 await forget_owner(redis_url, seeded.owner)

@@ -29,6 +29,7 @@ from sqlalchemy import text
 
 from bench._nodes import (
     SALE_FLOW,
+    analyze,
     echo_times,
     forget_owner,
     percentile,
@@ -107,6 +108,7 @@ async def run(work: Path, redis_url: str, db_url: str, schema: str | None, n: in
     for agent, customer in zip(agents, customers, strict=True):
         await selections.select(owner, agent, customer)
     await store_client.aclose()
+    await analyze(engine)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIALHUB_")}
     env.update(

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.db import repositories as repo
+from domain.db import screens
 from domain.db import tables as t
 from domain.db.codec import flow_from_json, flow_to_json, setup_from_json, setup_to_json
 from domain.errors import FlowError, Invalid, WatertightError
@@ -430,6 +431,34 @@ async def test_history_is_appended_and_listed_in_order(engine: AsyncEngine) -> N
         "at": (NOW + timedelta(hours=1)).isoformat(),
     }
     assert listed[1].at == NOW - timedelta(minutes=5)
+
+
+async def test_screens_show_the_last_history_events_in_order_with_names(
+    engine: AsyncEngine,
+) -> None:
+    """A customer with more history than a screen shows: the newest HISTORY_LIMIT events, in
+    the order they were written, each user's name beside it (none for a system event)."""
+    tenant = await make_tenant(engine)
+    (customer_id,) = await add_customers(engine, tenant, 1)
+    agent, admin, assignment = tenant["agent"], tenant["admin"], tenant["assignment"]
+    total = screens.HISTORY_LIMIT + 25
+    async with engine.begin() as conn:
+        for i in range(total):
+            user_id = None if i % 5 == 4 else (agent.id if i % 2 else admin.id)
+            await repo.add_history(
+                conn,
+                HistoryEvent(
+                    customer_id, HistoryKind.FIELD_EDITED, NOW, user_id, assignment.id, {"n": i}
+                ),
+            )
+        events, names = await screens.last_history(conn, customer_id)
+        _card, details = await screens.customer_details(conn, tenant["owner"].id, customer_id)
+    assert [e.data["n"] for e in events] == list(range(25, total))
+    assert names == {agent.id: "Kari Nordmann", admin.id: "Ola Nordmann"}
+    shown = details["history"]  # newest first
+    assert [h["data"]["n"] for h in shown] == list(reversed(range(25, total)))
+    assert {h["user_name"] for h in shown} == {"Kari Nordmann", "Ola Nordmann", None}
+    assert all(h["user_name"] is None for h in shown if h["user_id"] is None)
 
 
 async def test_record_attempt_counts_and_stamps(engine: AsyncEngine) -> None:
