@@ -253,13 +253,13 @@ FLOOR_CONNECTIONS = int(os.environ.get("BENCH_CLAIMS_POOL") or 32)  # as the eng
 # PostgreSQL, follow-ups and Redis aside): the outcome (fence, then status + history), then the
 # move on (release + history, next selection + history), two transactions.
 FLOOR_FENCE = (
-    "UPDATE customers SET version = version + 1"
-    " WHERE id = $1 AND holder_user_id = $2 AND selection_token = $3 RETURNING status"
+    "SELECT status FROM customers"
+    " WHERE id = $1 AND holder_user_id = $2 AND selection_token = $3 FOR UPDATE"
 )
 FLOOR_OUTCOME = (
-    "WITH w AS (UPDATE customers SET status = 'sale', updated_at = now() WHERE id = $1"
-    " RETURNING id) INSERT INTO history (customer_id, at, kind, user_id, assignment_id, data)"
-    " SELECT $1, now(), 'outcome', $2, $3, '{}'::json FROM w"
+    "WITH w AS (UPDATE customers SET status = 'sale', version = version + 1, updated_at = now()"
+    " WHERE id = $1 RETURNING id) INSERT INTO history (customer_id, at, kind, user_id,"
+    " assignment_id, data) SELECT $1, now(), 'outcome', $2, $3, '{}'::json FROM w"
 )
 FLOOR_RELEASE = (
     "WITH w AS (UPDATE customers SET holder_user_id = NULL, selected_at = NULL WHERE id = $1"

@@ -129,9 +129,9 @@ async def _fence_reading(
     statement: Statement,
     **values: Any,
 ) -> Any:
-    """``fence`` with ``statement`` (an UPDATE of _FENCE_WHERE that bumps the version and
-    returns what the write needs of the locked row, in the same round trip); ``values``: its
-    other parameters. A refused fence writes nothing."""
+    """``fence`` with ``statement`` (an UPDATE of _FENCE_WHERE that bumps the version, or on
+    PostgreSQL a SELECT of it FOR UPDATE, returning what the write needs of the locked row in
+    the same round trip); ``values``: its other parameters. A refused fence writes nothing."""
     params = {"cid": customer_id, "uid": user_id, "token": token, **values}
     locked = await statement.first(conn, params)
     if locked is None:
@@ -435,24 +435,28 @@ _has_follow_ups = (
     .exists()
     .label("has_follow_ups")
 )
+_flow_of_customer = (
+    select(t.assignments.c.flow)
+    .where(
+        t.assignments.c.id
+        == select(_fenced.c.assignment_id).where(_fenced.c.id == bindparam("cid")).scalar_subquery()
+    )
+    .scalar_subquery()
+    .label("flow")
+)
+# The outcome's fence reads what the outcome needs of the row. On PostgreSQL it only locks the
+# row (FOR UPDATE: no new row version, no index entries) and the status write that follows
+# bumps the version: one new row version per outcome, not two. SQLite has no row locks: there
+# the fence is the version-bumping UPDATE, which takes the database's write lock first.
+_OUTCOME_READS = (c.status, c.assignment_id, _flow_of_customer, _has_follow_ups)
 _FENCE_FOR_OUTCOME = Statement(
     update(t.customers)
     .where(*_FENCE_WHERE)
     .values(version=c.version + 1)
-    .returning(
-        c.status,
-        c.assignment_id,
-        select(t.assignments.c.flow)
-        .where(
-            t.assignments.c.id
-            == select(_fenced.c.assignment_id)
-            .where(_fenced.c.id == bindparam("cid"))
-            .scalar_subquery()
-        )
-        .scalar_subquery()
-        .label("flow"),
-        _has_follow_ups,
-    )
+    .returning(*_OUTCOME_READS)
+)
+_LOCK_FOR_OUTCOME = Statement(
+    select(*_OUTCOME_READS).where(*_FENCE_WHERE).with_for_update(of=t.customers)
 )
 # Rule 13: the fence counts the attempt too (every refusal after it rolls the count back).
 _FENCE_FOR_ATTEMPT = Statement(
@@ -473,7 +477,8 @@ _SET_STATUS = (
 )
 
 
-_SET_STATUS_WITH_HISTORY = Statement(_with_history(_SET_STATUS))
+_SET_STATUS_WITH_HISTORY = Statement(_with_history(_SET_STATUS.values(version=c.version + 1)))
+"""PostgreSQL's status write after _LOCK_FOR_OUTCOME: it bumps the version the lock did not."""
 
 
 async def record_attempt(
@@ -613,9 +618,14 @@ async def record_outcome(
 ) -> OutcomeResult:
     """Rules 15, 18 as the holder's write: a valid transition of the assignment's flow with its
     details, open follow-ups ended, the outcome's own follow-up made, history written."""
-    # The fence's own UPDATE reads what the outcome needs: one statement on the hot path.
+    # The fence reads what the outcome needs: one statement on the hot path.
+    postgresql = _is_postgresql(conn)
     row = await _fence_reading(
-        conn, holding.customer_id, holding.user_id, holding.token, _FENCE_FOR_OUTCOME
+        conn,
+        holding.customer_id,
+        holding.user_id,
+        holding.token,
+        _LOCK_FOR_OUTCOME if postgresql else _FENCE_FOR_OUTCOME,
     )
     if row.assignment_id is None:
         raise Invalid("the customer is in no assignment")
@@ -625,7 +635,6 @@ async def record_outcome(
     flow = _flow_of(row.assignment_id, row.flow)
     outcome, clean = check_outcome(flow, from_status, outcome_key, details)
     plan = plan_outcome_follow_up(outcome, holding.user_id, follow_up_at, now)
-    # The fence bumped the version; the status change rides on that bump.
     status = {"cid": holding.customer_id, "new_status": outcome.to_status, "now": now}
     event = HistoryEvent(
         customer_id=holding.customer_id,
@@ -641,7 +650,7 @@ async def record_outcome(
             "token": holding.token,
         },
     )
-    if _is_postgresql(conn):
+    if postgresql:
         written = await _SET_STATUS_WITH_HISTORY.first(conn, {**status, **_history_bound(event)})
         history_id = written.id
     else:
