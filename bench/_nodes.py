@@ -35,6 +35,8 @@ from presence.keys import owner_prefix
 from realtime.embedded import EmbeddedRedis, free_port
 
 DIALHUB = str(Path(sys.executable).with_name("dialhub"))
+CHECKOUT = Path(__file__).resolve().parent.parent
+"""The tree this bench file is in: its nodes run this tree's code."""
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 LOCAL_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 READY_TIMEOUT_S = 60.0
@@ -260,12 +262,15 @@ class Node:
 
 
 def start_node(env: dict[str, str], cwd: Path) -> Node:
-    """`dialhub serve` on a free loopback port, its stderr in `cwd`/node-<port>.log; returns
-    once /readyz answers."""
+    """`dialhub serve` of this bench's tree on a free loopback port, its stderr in
+    `cwd`/node-<port>.log; returns once /readyz answers. The tree goes first on PYTHONPATH: an
+    editable install points at one checkout, and a bench run from another (an older commit,
+    for a same-run comparison) must not measure that one's code."""
     port = free_port()
+    path = [str(CHECKOUT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     process = subprocess.Popen(
         [DIALHUB, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
+        env={**env, "PYTHONPATH": os.pathsep.join(path)},
         cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=(cwd / f"node-{port}.log").open("wb"),
