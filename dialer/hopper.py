@@ -17,7 +17,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.db import tables as t
@@ -177,12 +187,34 @@ async def candidates(
     if due is None:
         due = await due_candidates(conn, assignment, crm, now, segment_ids=segment_ids, limit=limit)
     found = list(due)
-    for where, order in slices:
+    for branches, order in slices:
         if len(found) >= limit:
             break
-        query = select(c.id, c.segment_id).where(*where).order_by(*order)
-        found += [(r[0], r[1]) for r in await conn.execute(query.limit(limit - len(found)))]
+        query = _slice_query(branches, order, limit - len(found))
+        found += [(r[0], r[1]) for r in await conn.execute(query)]
     return found
+
+
+def _slice_query(
+    branches: list[list[ColumnElement[bool]]], order: list[Any], limit: int
+) -> Select[Any]:
+    """One slice's next ``limit`` rows: each branch (one segment) read in index order, the
+    branches merged in that order (PostgreSQL: a Merge Append of index scans, each read only as
+    far as the merge needs). An OR of segments in one WHERE would lose the index's order, and
+    the database would walk every row ever worked before the first free one."""
+    if len(branches) == 1:
+        return select(c.id, c.segment_id).where(*branches[0]).order_by(*order).limit(limit)
+    keys = [column.label(f"k{i}") for i, column in enumerate(order)]
+    parts = [
+        select(c.id, c.segment_id, *keys).where(*where).order_by(*order).limit(limit).subquery()
+        for where in branches
+    ]
+    merged = union_all(*(select(*part.c) for part in parts)).subquery()
+    return (
+        select(merged.c.id, merged.c.segment_id)
+        .order_by(*(merged.c[key.name] for key in keys))
+        .limit(limit)
+    )
 
 
 async def due_candidates(
@@ -226,10 +258,11 @@ SLICED_KEYS = ("segment_priority", "attempts", "last_attempt_at")
 
 def _slices(
     assignment: Assignment, segment_ids: Collection[int] | None, now: datetime
-) -> list[tuple[list[ColumnElement[bool]], list[Any]]] | None:
-    """The rest of the list order (no due follow-up) as consecutive slices, each a WHERE and an
-    ORDER BY on plain columns that ix_customers_list or the primary key serves, so a refill
-    reads about ``limit`` rows instead of sorting the whole list. None: the setup's sort keys
+) -> list[tuple[list[list[ColumnElement[bool]]], list[Any]]] | None:
+    """The rest of the list order (no due follow-up) as consecutive slices, each the WHEREs of
+    its branches (one per segment) and an ORDER BY on plain columns that ix_customers_list
+    serves within a branch, so a refill reads about ``limit`` rows instead of sorting the whole
+    list or walking every customer worked before. None: the setup's sort keys
     are not of the shape sliced here (a subsequence of SLICED_KEYS, attempts and
     last_attempt_at ascending); candidate_query then sorts.
 
@@ -252,34 +285,24 @@ def _slices(
         c.status == AVAILABLE,
         c.shared_follow_up_at.is_(None),  # a future one holds the customer back (rule 11)
     ]
-    if segment_ids:
-        base.append(c.segment_id.in_(sorted(segment_ids)))
     if setup.max_attempts is not None:
         base.append(c.attempts < setup.max_attempts)
     cutoff = now - setup.retry_delay
 
-    groups: list[list[ColumnElement[bool]]] = [[]]
+    # The segments each slice spans, one branch each (segment_id leads the index's order below
+    # attempts and last attempt): by priority groups when the setup sorts by them.
+    # coalesce(segments.priority, 0): a customer without a segment ranks as priority 0.
+    members: dict[int, list[int | None]] = {}
+    for segment in assignment.segments:
+        if not segment_ids or segment.id in segment_ids:
+            members.setdefault(segment.priority, []).append(segment.id)
+    if not segment_ids:
+        members.setdefault(0, []).append(None)
     priority_key = by_field.get("segment_priority")
-    if priority_key is not None:
-        # coalesce(segments.priority, 0): a customer without a segment ranks as priority 0.
-        members: dict[int, list[int | None]] = {}
-        for segment in assignment.segments:
-            if not segment_ids or segment.id in segment_ids:
-                members.setdefault(segment.priority, []).append(segment.id)
-        if not segment_ids:
-            members.setdefault(0, []).append(None)
-        groups = []
-        for priority in sorted(members, reverse=priority_key.descending):
-            ids = sorted(i for i in members[priority] if i is not None)
-            in_group = c.segment_id.in_(ids) if ids else None
-            if None in members[priority]:
-                in_group = (
-                    c.segment_id.is_(None)
-                    if in_group is None
-                    else or_(in_group, c.segment_id.is_(None))
-                )
-            assert in_group is not None
-            groups.append([in_group])
+    if priority_key is None:
+        groups = [[m for priority in sorted(members) for m in members[priority]]]
+    else:
+        groups = [members[p] for p in sorted(members, reverse=priority_key.descending)]
 
     attempt_values: list[int | None] = [None]
     if "attempts" in by_field:
@@ -288,17 +311,29 @@ def _slices(
 
     never = c.last_attempt_at.is_(None)
     tried = and_(c.last_attempt_at.isnot(None), c.last_attempt_at <= cutoff)
-    slices: list[tuple[list[ColumnElement[bool]], list[Any]]] = []
+    slices: list[tuple[list[list[ColumnElement[bool]]], list[Any]]] = []
     for group in groups:
+        ids = sorted(m for m in group if m is not None)
+        segment_of = [c.segment_id == i for i in ids]
+        if None in group:
+            segment_of.append(c.segment_id.is_(None))
+        if not segment_of:
+            continue  # none of the segments asked for is the assignment's
         for attempts in attempt_values:
-            where = [*base, *group]
+            where = [*base]
             if attempts is not None:
                 where.append(c.attempts == attempts)
+
+            def branches(*last: ColumnElement[bool]) -> list[list[ColumnElement[bool]]]:
+                return [[*where, segment, *last] for segment in segment_of]  # noqa: B023
+
             if "last_attempt_at" in by_field:
-                slices.append(([*where, never], [c.id]))
-                slices.append(([*where, tried], [c.last_attempt_at, c.id]))
+                # The never tried all have no last attempt: ordered by it (then id), exactly
+                # the index's order, which it then serves as it is.
+                slices.append((branches(never), [c.last_attempt_at, c.id]))
+                slices.append((branches(tried), [c.last_attempt_at, c.id]))
             else:
-                slices.append(([*where, or_(never, c.last_attempt_at <= cutoff)], [c.id]))
+                slices.append((branches(or_(never, c.last_attempt_at <= cutoff)), [c.id]))
     return slices
 
 
