@@ -18,7 +18,7 @@ statements run through SQLAlchemy there (``supported``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -93,6 +93,26 @@ class Statement:
         driver = await _driver(conn)
         row = await driver.fetchrow(sql, *args)
         return None if row is None else SimpleNamespace(**row)
+
+    async def many(self, conn: AsyncConnection, params: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """The statement once per set of ``params``, in order, and the rows of all of them (as
+        ``first``'s). On the driver the executions are pipelined: one round trip for all, as
+        many executions of one prepared statement (a group commit's batch,
+        ``domain.db.group_commit``); else one execution after another through SQLAlchemy."""
+        if not params:
+            return []
+        if not supported(conn):
+            rows = []
+            for one in params:
+                rows += (await conn.execute(self.statement, one)).all()
+            return rows
+        sql = ""
+        args = []
+        for one in params:
+            sql, values = self._args(conn, one)
+            args.append(values)
+        driver = await _driver(conn)
+        return [SimpleNamespace(**row) for row in await driver.fetchmany(sql, args)]
 
     async def tuples(
         self, conn: AsyncConnection, params: Mapping[str, Any]

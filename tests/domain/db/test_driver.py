@@ -111,3 +111,26 @@ async def test_a_read_on_its_own_takes_every_row_as_a_tuple(engine: AsyncEngine)
     async with reads(engine).connect() as conn:  # AUTOCOMMIT on PostgreSQL
         rows = await kinds.tuples(conn, {"cid": customer_id})
     assert rows == [("one", {"token": 7, "n": [1]}), ("two", {"token": 7, "n": [1]})]
+
+
+async def test_many_runs_the_statement_once_per_set_of_parameters_in_order(
+    engine: AsyncEngine,
+) -> None:
+    """A group commit's pipelined statement: every execution's rows, in order, with the same
+    type conversions, inside the caller's transaction (rolled back with it)."""
+    customer_id = await a_customer(engine)
+    async with engine.begin() as conn:
+        written = await ADD.many(conn, [row_of(customer_id, k) for k in ("a", "b", "c")])
+        assert [w.at for w in written] == [AT] * 3
+        assert [w.data for w in written] == [{"token": 7, "n": [1]}] * 3
+        assert written[0].id < written[1].id < written[2].id
+        assert await ADD.many(conn, []) == []
+    with pytest.raises(RuntimeError, match="refused"):
+        async with engine.begin() as conn:
+            await ADD.many(conn, [row_of(customer_id, "gone"), row_of(customer_id, "gone")])
+            raise RuntimeError("refused")
+    async with engine.connect() as conn:
+        kinds = (
+            await conn.execute(select(h.kind).where(h.customer_id == customer_id).order_by(h.id))
+        ).all()
+    assert [k for (k,) in kinds] == ["a", "b", "c"]
