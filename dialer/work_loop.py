@@ -20,7 +20,7 @@ from dialer.next_customer import NextCustomer
 from domain.db import fencing, screens
 from domain.db import repositories as repo
 from domain.db.engine import reads
-from domain.db.sms_outbox import enqueue_outcome_sms
+from domain.db.outcomes import Outcomes
 from domain.errors import Forbidden, Invalid, NotFound, SelectionLost, UserHasSelection
 from domain.model import (
     Assignment,
@@ -95,8 +95,10 @@ class WorkLoop:
         *,
         clock: Clock = utc_now,
         calls: Dialing | None = None,
+        outcomes: Outcomes | None = None,
     ) -> None:
         self.engine = engine
+        self.outcomes = outcomes or Outcomes(engine)
         self.reads = reads(engine)
         """For blocks that only read (domain.db.engine.reads)."""
         self.selections = selections
@@ -228,28 +230,17 @@ class WorkLoop:
         """customer.save: the outcome with its details (and follow-up); then go next."""
         selection = await self._held(user, customer_id, token)
         choice = check_next(selection.mode, next_action)
-        now = self.clock()
-        async with self.engine.begin() as conn:
-            result = await fencing.record_outcome(
-                conn,
+        # Rules 15, 18, 23: the outcome, its follow-ups and its SMS in one transaction, shared
+        # with the other agents saving at this moment (domain.db.outcomes).
+        result = await self.outcomes.save(
+            fencing.OutcomeAsk(
                 fencing.Holding(customer_id, user.id, token),
                 outcome_id,
                 details,
-                now,
-                follow_up_at=follow_up_at,
+                self.clock(),
+                follow_up_at,
             )
-            if result.sms_template is not None:
-                # Rule 23: queued in the outcome's own transaction, once per outcome event;
-                # sent when automatic SMS is on for the assignment (domain.db.sms_outbox).
-                await enqueue_outcome_sms(
-                    conn,
-                    event_key=f"history:{result.history_id}",
-                    customer_id=customer_id,
-                    outcome_key=result.outcome_key,
-                    details=result.details,
-                    user_id=user.id,
-                    now=now,
-                )
+        )
         made = result.follow_up
         if made is not None and made.kind is FollowUpKind.SHARED:
             await self.dialer.note_due(

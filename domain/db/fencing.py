@@ -12,17 +12,20 @@ the high-water mark that lets Redis keep its tokens growing after it lost its da
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     ColumnElement,
     Insert,
+    Text,
     Update,
     and_,
     bindparam,
+    cast,
     func,
     insert,
     or_,
@@ -35,9 +38,9 @@ from domain.db import repositories as repo
 from domain.db import tables as t
 from domain.db.codec import flow_from_json
 from domain.db.driver import Statement
-from domain.errors import Invalid, NotFound, SelectionLost
+from domain.errors import DomainError, Invalid, NotFound, SelectionLost
 from domain.fields import coerce_value
-from domain.flows import AVAILABLE, CustomerFlow, check_outcome
+from domain.flows import AVAILABLE, CustomerFlow, Outcome, check_outcome
 from domain.followups import (
     FollowUpPlan,
     attempt_ends_follow_ups,
@@ -81,6 +84,8 @@ class OutcomeResult:
     sms_template: str | None
     history_id: int = 0
     """The outcome's history row: names the event (an SMS is queued once per event)."""
+    sms_wanted: bool = False
+    """Rule 23: the outcome has an SMS flow and automatic SMS is on for its assignment."""
 
     @property
     def progressive(self) -> bool:
@@ -227,12 +232,58 @@ def _select_statement(qualifies: ColumnElement[bool] | None, postgresql: bool) -
                 list(_HISTORY_COLUMNS),
                 select(written.c.id, *(_HISTORY_VALUES[k] for k in _HISTORY_COLUMNS[1:])),
             )
-            .returning(_h.id)
+            .returning(_h.id, _h.customer_id)
             .add_cte(older)
         )
         statement = Statement(statement)
     _selects[key] = (qualifies, statement)
     return statement
+
+
+@dataclass(frozen=True, slots=True)
+class SelectionRecord:
+    """A selection Redis just made, to record (``record_selected``'s arguments)."""
+
+    owner: int
+    customer_id: int
+    user_id: int
+    token: int
+    at: datetime
+    assignment_id: int | None
+    segment_id: int | None
+    mode: WorkMode
+    qualifies: ColumnElement[bool] | None = None
+    qualifies_params: Mapping[str, Any] | None = None
+
+    def ids(self) -> dict[str, Any]:
+        return {
+            "cid": self.customer_id,
+            "owner": self.owner,
+            "uid": self.user_id,
+            "token": self.token,
+        }
+
+    def params(self) -> dict[str, Any]:
+        return {
+            **self.ids(),
+            "new_token": self.token,
+            "at": self.at,
+            **(self.qualifies_params or {}),
+        }
+
+    def event(self) -> HistoryEvent:
+        return HistoryEvent(
+            customer_id=self.customer_id,
+            kind=HistoryKind.SELECTED,
+            at=self.at,
+            user_id=self.user_id,
+            assignment_id=self.assignment_id,
+            data={
+                "token": self.token,
+                "mode": WorkMode(self.mode).value,
+                "segment_id": self.segment_id,
+            },
+        )
 
 
 async def record_selected(
@@ -253,26 +304,56 @@ async def record_selected(
     holds, or a newer token is already recorded: the selection was released meanwhile).
     ``qualifies_params``: values of the bind parameters ``qualifies`` names, if any (reusing
     one such expression for many selections spares building the statement each time)."""
-    ids = {"cid": customer_id, "owner": owner, "uid": user_id, "token": token}
-    event = HistoryEvent(
-        customer_id=customer_id,
-        kind=HistoryKind.SELECTED,
-        at=at,
-        user_id=user_id,
-        assignment_id=assignment_id,
-        data={"token": token, "mode": WorkMode(mode).value, "segment_id": segment_id},
+    record = SelectionRecord(
+        owner,
+        customer_id,
+        user_id,
+        token,
+        at,
+        assignment_id,
+        segment_id,
+        mode,
+        qualifies,
+        qualifies_params,
     )
-    params = {**ids, "new_token": token, "at": at, **(qualifies_params or {})}
+    return await _record_selected(conn, record)
+
+
+async def _record_selected(conn: AsyncConnection, record: SelectionRecord) -> bool:
     postgresql = _is_postgresql(conn)
-    statement = _select_statement(qualifies, postgresql)
+    statement = _select_statement(record.qualifies, postgresql)
     if postgresql:
-        return await statement.first(conn, {**params, **_history_bound(event)}) is not None
-    row = (await conn.execute(statement, params)).first()
+        written = await statement.first(conn, {**record.params(), **_history_bound(record.event())})
+        return written is not None
+    row = (await conn.execute(statement, record.params())).first()
     if row is None:
         return False
-    await conn.execute(_CLEAR_OLDER_HOLDINGS, ids)
-    await repo.add_history(conn, event)
+    await conn.execute(_CLEAR_OLDER_HOLDINGS, record.ids())
+    await repo.add_history(conn, record.event())
     return True
+
+
+async def record_selections(
+    conn: AsyncConnection, records: Sequence[SelectionRecord]
+) -> list[bool]:
+    """``record_selected`` for many selections in the caller's transaction, each answered in
+    order (PostgreSQL: pipelined, one round trip per ``qualifies`` expression)."""
+    if not _is_postgresql(conn):
+        return [await _record_selected(conn, record) for record in records]
+    by_statement: dict[int, tuple[Statement, list[int]]] = {}
+    for i in sorted(range(len(records)), key=lambda i: records[i].customer_id):
+        statement = _select_statement(records[i].qualifies, True)
+        by_statement.setdefault(id(statement), (statement, []))[1].append(i)
+    recorded = [False] * len(records)
+    for statement, indices in by_statement.values():
+        rows = await statement.many(
+            conn,
+            [{**records[i].params(), **_history_bound(records[i].event())} for i in indices],
+        )
+        written = {row.customer_id for row in rows}
+        for i in indices:
+            recorded[i] = records[i].customer_id in written
+    return recorded
 
 
 _BEFORE_RELEASE = select(c.holder_user_id, c.selection_token, c.assignment_id).where(
@@ -313,6 +394,42 @@ async def _clear_holder(conn: AsyncConnection, owner: int, customer_id: int, tok
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ReleaseRecord:
+    """A release Redis just made, to record (``record_release``'s arguments)."""
+
+    owner: int
+    customer_id: int
+    token: int
+    holder_user_id: int
+    by_user_id: int
+    assignment_id: int | None
+    at: datetime
+
+    def clear(self) -> dict[str, Any]:
+        """_RELEASE's parameters."""
+        return {
+            "cid": self.customer_id,
+            "owner": self.owner,
+            "token": self.token,
+            "new_token": self.token,
+        }
+
+    def event(self) -> HistoryEvent:
+        return _released_event(
+            self.customer_id,
+            self.holder_user_id,
+            self.token,
+            self.by_user_id,
+            self.assignment_id,
+            self.at,
+        )
+
+    def params(self) -> dict[str, Any]:
+        """_RELEASE_WITH_HISTORY's parameters."""
+        return {**self.clear(), **_history_bound(self.event())}
+
+
 async def record_release(
     conn: AsyncConnection,
     *,
@@ -326,13 +443,43 @@ async def record_release(
 ) -> None:
     """Rules 7, 24: clear the holder of selection ``token`` (as ``record_released``) and write
     the release's history row, for a caller that knows the holder (Redis told it)."""
-    event = _released_event(customer_id, holder_user_id, token, by_user_id, assignment_id, at)
-    clear = {"cid": customer_id, "owner": owner, "token": token, "new_token": token}
+    record = ReleaseRecord(owner, customer_id, token, holder_user_id, by_user_id, assignment_id, at)
+    await _record_release(conn, record)
+
+
+async def _record_release(conn: AsyncConnection, record: ReleaseRecord) -> None:
     if _is_postgresql(conn):
-        await _RELEASE_WITH_HISTORY.first(conn, {**clear, **_history_bound(event)})
+        await _RELEASE_WITH_HISTORY.first(conn, record.params())
         return
-    await conn.execute(_RELEASE, clear)
-    await repo.add_history(conn, event)
+    await conn.execute(_RELEASE, record.clear())
+    await repo.add_history(conn, record.event())
+
+
+async def record_releases(conn: AsyncConnection, records: Sequence[ReleaseRecord]) -> None:
+    """``record_release`` for many releases in the caller's transaction (PostgreSQL:
+    pipelined, one round trip), in customer order."""
+    ordered = sorted(records, key=lambda r: r.customer_id)
+    if not _is_postgresql(conn):
+        for record in ordered:
+            await _record_release(conn, record)
+        return
+    await _RELEASE_WITH_HISTORY.many(conn, [record.params() for record in ordered])
+
+
+_LOCK = Statement(
+    select(c.id)
+    .where(c.id == bindparam("cid"), c.data_owner_id == bindparam("owner"))
+    .with_for_update(of=t.customers)
+)
+
+
+async def lock_customers(conn: AsyncConnection, owner: int, customer_ids: Sequence[int]) -> None:
+    """Lock these customers' rows for the caller's transaction, in id order (so two batches
+    never wait for each other in a cycle): holders' writes (``fence``) wait until it ends
+    (PostgreSQL, pipelined; SQLite has no row locks: its first write locks the database)."""
+    if _is_postgresql(conn):
+        ids = sorted(set(customer_ids))
+        await _LOCK.many(conn, [{"cid": cid, "owner": owner} for cid in ids])
 
 
 _RELEASE_WITH_HISTORY = Statement(_with_history(_RELEASE))
@@ -435,20 +582,37 @@ _has_follow_ups = (
     .exists()
     .label("has_follow_ups")
 )
+_assignment_of_fenced = (
+    select(_fenced.c.assignment_id).where(_fenced.c.id == bindparam("cid")).scalar_subquery()
+)
+# The flow as text: compared with the text it was last parsed from, so an outcome parses (and
+# the driver decodes) no JSON while the flow stays as it was.
 _flow_of_customer = (
-    select(t.assignments.c.flow)
-    .where(
-        t.assignments.c.id
-        == select(_fenced.c.assignment_id).where(_fenced.c.id == bindparam("cid")).scalar_subquery()
-    )
+    select(cast(t.assignments.c.flow, Text))
+    .where(t.assignments.c.id == _assignment_of_fenced)
     .scalar_subquery()
     .label("flow")
+)
+# Rule 23: whether automatic SMS is on for the assignment, so an outcome with an SMS flow looks
+# further only when it is.
+_auto_sms_of_customer = (
+    select(t.assignments.c.setup["auto_sms"].as_boolean())
+    .where(t.assignments.c.id == _assignment_of_fenced)
+    .scalar_subquery()
+    .label("auto_sms")
 )
 # The outcome's fence reads what the outcome needs of the row. On PostgreSQL it only locks the
 # row (FOR UPDATE: no new row version, no index entries) and the status write that follows
 # bumps the version: one new row version per outcome, not two. SQLite has no row locks: there
 # the fence is the version-bumping UPDATE, which takes the database's write lock first.
-_OUTCOME_READS = (c.status, c.assignment_id, _flow_of_customer, _has_follow_ups)
+_OUTCOME_READS = (
+    c.id,
+    c.status,
+    c.assignment_id,
+    _flow_of_customer,
+    _auto_sms_of_customer,
+    _has_follow_ups,
+)
 _FENCE_FOR_OUTCOME = Statement(
     update(t.customers)
     .where(*_FENCE_WHERE)
@@ -590,21 +754,105 @@ async def end_follow_ups(
     return ended
 
 
-_FLOWS: dict[int, tuple[Any, CustomerFlow]] = {}
+_FLOWS: dict[int, tuple[str, CustomerFlow]] = {}
 _FLOWS_KEPT = 4096
 
 
-def _flow_of(assignment_id: int, data: Any) -> CustomerFlow:
-    """The assignment's flow from the JSON its fence read, parsed once per definition: the same
-    JSON again (compared whole, so an edited flow is parsed anew) reuses the last parse."""
+def _flow_of(assignment_id: int, text: str) -> CustomerFlow:
+    """The assignment's flow from the JSON text its fence read, parsed once per definition: the
+    same text again (compared whole, so an edited flow is parsed anew) reuses the last parse."""
     kept = _FLOWS.get(assignment_id)
-    if kept is not None and kept[0] == data:
+    if kept is not None and kept[0] == text:
         return kept[1]
-    flow = flow_from_json(data)
+    flow = flow_from_json(orjson.loads(text))
     if len(_FLOWS) >= _FLOWS_KEPT:
         _FLOWS.clear()
-    _FLOWS[assignment_id] = (data, flow)
+    _FLOWS[assignment_id] = (text, flow)
     return flow
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeAsk:
+    """One holder's outcome to save: ``record_outcome``'s arguments, for ``record_outcomes``."""
+
+    holding: Holding
+    outcome_key: str
+    details: Mapping[str, Any]
+    now: datetime
+    follow_up_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _OutcomePlan:
+    """An outcome checked against the fenced row: what to write (rules 15, 18)."""
+
+    ask: OutcomeAsk
+    row: Any
+    outcome: Outcome
+    clean: dict[str, Any]
+    follow_up: FollowUpPlan | None
+    status: dict[str, Any]
+    event: HistoryEvent
+
+
+def _plan_outcome(ask: OutcomeAsk, row: Any) -> _OutcomePlan:
+    """Everything that can refuse an outcome, on the row its fence read: before any write."""
+    if row.assignment_id is None:
+        raise Invalid("the customer is in no assignment")
+    holding, from_status = ask.holding, row.status or ""
+    flow = _flow_of(row.assignment_id, row.flow)
+    outcome, clean = check_outcome(flow, from_status, ask.outcome_key, ask.details)
+    follow_up = plan_outcome_follow_up(outcome, holding.user_id, ask.follow_up_at, ask.now)
+    return _OutcomePlan(
+        ask=ask,
+        row=row,
+        outcome=outcome,
+        clean=clean,
+        follow_up=follow_up,
+        status={"cid": holding.customer_id, "new_status": outcome.to_status, "now": ask.now},
+        event=HistoryEvent(
+            customer_id=holding.customer_id,
+            kind=HistoryKind.OUTCOME,
+            at=ask.now,
+            user_id=holding.user_id,
+            assignment_id=row.assignment_id,
+            data={
+                "outcome": outcome.key,
+                "from_status": from_status,
+                "to_status": outcome.to_status,
+                "details": clean,
+                "token": holding.token,
+            },
+        ),
+    )
+
+
+async def _follow_ups_of(
+    conn: AsyncConnection, plan: _OutcomePlan, history_id: int
+) -> OutcomeResult:
+    """The rest of an outcome after its status write: a new outcome settles whatever follow-up
+    the customer was waiting on (the fence's read says whether there is any: most outcomes
+    skip the look-up), and makes the outcome's own."""
+    holding, row, now = plan.ask.holding, plan.row, plan.ask.now
+    ended: list[FollowUp] = []
+    if row.has_follow_ups:
+        ended = await end_follow_ups(conn, holding, row.assignment_id, "outcome", now)
+    created = None
+    if plan.follow_up is not None:
+        created = await create_follow_up(conn, holding, row.assignment_id, plan.follow_up, now)
+    return OutcomeResult(
+        customer_id=holding.customer_id,
+        assignment_id=row.assignment_id,
+        outcome_key=plan.outcome.key,
+        from_status=row.status or "",
+        status=plan.outcome.to_status,
+        details=plan.clean,
+        follow_up=created,
+        ended_follow_ups=tuple(ended),
+        sms_template=plan.outcome.sms_template,
+        history_id=history_id,
+        sms_wanted=bool(plan.outcome.sms_template) and bool(row.auto_sms),
+    )
 
 
 async def record_outcome(
@@ -627,55 +875,70 @@ async def record_outcome(
         holding.token,
         _LOCK_FOR_OUTCOME if postgresql else _FENCE_FOR_OUTCOME,
     )
-    if row.assignment_id is None:
-        raise Invalid("the customer is in no assignment")
-    from_status = row.status or ""
     # Everything that can refuse runs before the first write past the fence; a refusal after
     # it still leaves nothing, since the caller's transaction rolls back.
-    flow = _flow_of(row.assignment_id, row.flow)
-    outcome, clean = check_outcome(flow, from_status, outcome_key, details)
-    plan = plan_outcome_follow_up(outcome, holding.user_id, follow_up_at, now)
-    status = {"cid": holding.customer_id, "new_status": outcome.to_status, "now": now}
-    event = HistoryEvent(
-        customer_id=holding.customer_id,
-        kind=HistoryKind.OUTCOME,
-        at=now,
-        user_id=holding.user_id,
-        assignment_id=row.assignment_id,
-        data={
-            "outcome": outcome.key,
-            "from_status": from_status,
-            "to_status": outcome.to_status,
-            "details": clean,
-            "token": holding.token,
-        },
-    )
+    plan = _plan_outcome(OutcomeAsk(holding, outcome_key, details, now, follow_up_at), row)
     if postgresql:
-        written = await _SET_STATUS_WITH_HISTORY.first(conn, {**status, **_history_bound(event)})
+        written = await _SET_STATUS_WITH_HISTORY.first(
+            conn, {**plan.status, **_history_bound(plan.event)}
+        )
         history_id = written.id
     else:
-        await conn.execute(_SET_STATUS, status)
-        history_id = await repo.add_history(conn, event)
-    # A new outcome settles whatever follow-up the customer was waiting on (the fence's read
-    # says whether there is any: most outcomes skip the look-up).
-    ended: list[FollowUp] = []
-    if row.has_follow_ups:
-        ended = await end_follow_ups(conn, holding, row.assignment_id, "outcome", now)
-    created = None
-    if plan is not None:
-        created = await create_follow_up(conn, holding, row.assignment_id, plan, now)
-    return OutcomeResult(
-        customer_id=holding.customer_id,
-        assignment_id=row.assignment_id,
-        outcome_key=outcome.key,
-        from_status=from_status,
-        status=outcome.to_status,
-        details=clean,
-        follow_up=created,
-        ended_follow_ups=tuple(ended),
-        sms_template=outcome.sms_template,
-        history_id=history_id,
+        await conn.execute(_SET_STATUS, plan.status)
+        history_id = await repo.add_history(conn, plan.event)
+    return await _follow_ups_of(conn, plan, history_id)
+
+
+async def record_outcomes(
+    conn: AsyncConnection, asks: Sequence[OutcomeAsk]
+) -> list[OutcomeResult | DomainError]:
+    """``record_outcome`` for many holders in the caller's transaction (PostgreSQL: a group
+    commit's batch): each fence and each status write pipelined, one round trip for all. Every
+    ask is answered in order: its result, or the refusal it alone gets (SelectionLost,
+    InvalidTransition, ...), which wrote nothing. Customers must differ (one ask each)."""
+    if not _is_postgresql(conn):
+        raise RuntimeError("record_outcomes pipelines PostgreSQL's statements")
+    answers: list[OutcomeResult | DomainError | None] = [None] * len(asks)
+    # Rows are locked in customer order, so two batches never wait for each other in a cycle.
+    order = sorted(range(len(asks)), key=lambda i: asks[i].holding.customer_id)
+    locked = {
+        row.id: row
+        for row in await _LOCK_FOR_OUTCOME.many(
+            conn, [_fence_params(asks[i].holding) for i in order]
+        )
+    }
+    lost = [i for i in order if asks[i].holding.customer_id not in locked]
+    if lost:
+        held = await _holders_of(conn, [asks[i].holding.customer_id for i in lost])
+        for i in lost:
+            cid = asks[i].holding.customer_id
+            answers[i] = SelectionLost(cid, held.get(cid))
+    plans: list[tuple[int, _OutcomePlan]] = []
+    for i in order:
+        if answers[i] is not None:
+            continue
+        try:
+            plans.append((i, _plan_outcome(asks[i], locked[asks[i].holding.customer_id])))
+        except DomainError as refused:
+            answers[i] = refused
+    written = await _SET_STATUS_WITH_HISTORY.many(
+        conn, [{**plan.status, **_history_bound(plan.event)} for _i, plan in plans]
     )
+    for (i, plan), history in zip(plans, written, strict=True):
+        answers[i] = await _follow_ups_of(conn, plan, history.id)
+    return [answer for answer in answers if answer is not None]
+
+
+def _fence_params(holding: Holding) -> dict[str, Any]:
+    return {"cid": holding.customer_id, "uid": holding.user_id, "token": holding.token}
+
+
+async def _holders_of(conn: AsyncConnection, customer_ids: Sequence[int]) -> dict[int, int | None]:
+    """Who holds each of these customers now (for SelectionLost's ``held_by``)."""
+    rows = await conn.execute(
+        select(c.id, c.holder_user_id).where(c.id.in_(sorted(set(customer_ids))))
+    )
+    return {row.id: row.holder_user_id for row in rows}
 
 
 async def edit_info_fields(

@@ -19,13 +19,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import update
-
 from dialer.hopper import Hopper
 from dialer.next_customer import NextCustomer
 from domain.db import fencing
-from domain.db import tables as t
 from domain.db.engine import make_engine
+from domain.db.outcomes import Outcomes
 from domain.errors import AlreadySelected, SelectionLost, UserHasSelection
 from domain.model import AttemptKind
 from presence.selections import NotHolder, Selection, SelectionStore, StoreNotReady
@@ -43,6 +41,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     store = SelectionStore(client)
     selections = SelectionService(engine, store)
     dialer = NextCustomer(engine, selections, Hopper(engine, store, batch=25, low_water=10))
+    outcomes = Outcomes(engine)
     owner, assignment = spec["owner"], spec["assignment_id"]
     customers: list[int] = spec["customers"]
     deadline = time.monotonic() + spec["seconds"]
@@ -55,17 +54,10 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         """A fenced holder's write; True when the database accepted it."""
         holding = fencing.Holding(selection.customer_id, selection.user_id, selection.token)
         try:
-            async with engine.begin() as conn:
-                if sell:
-                    await fencing.fence(
-                        conn, selection.customer_id, selection.user_id, selection.token
-                    )
-                    await conn.execute(
-                        update(t.customers)
-                        .where(t.customers.c.id == selection.customer_id)
-                        .values(status="sale")
-                    )
-                else:
+            if sell:  # saved together with the other agents' outcomes (a group commit)
+                await outcomes.save(fencing.OutcomeAsk(holding, "sale", {}, datetime.now(UTC)))
+            else:
+                async with engine.begin() as conn:
                     await fencing.record_attempt(
                         conn, holding, AttemptKind.NO_ANSWER, datetime.now(UTC)
                     )
