@@ -29,12 +29,16 @@ SCRIPT_NAMES = (
     "move_on",
     "settle",
     "hand_over",
+    "move_on_many",
+    "settle_many",
 )
 
 COMPOSED = {
     "move_on": ("release", "claim_next"),
     "settle": ("release",),
     "hand_over": ("release", "select"),
+    "move_on_many": ("release", "claim_next", "move_on"),
+    "settle_many": ("release", "settle"),
 }
 """Scripts whose file calls other scripts' bodies as local functions."""
 
@@ -69,6 +73,8 @@ class Scripts:
     move_on: AsyncScript
     settle: AsyncScript
     hand_over: AsyncScript
+    move_on_many: AsyncScript
+    settle_many: AsyncScript
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

@@ -262,6 +262,39 @@ def _claim_from(
     return Claim(selection, int(reply[5]), int(reply[6]))
 
 
+def _moved_from(
+    reply: Any, owner: int, held: Selection, hopper: HopperKey, mode: WorkMode | str
+) -> tuple[Released | None, Claim | None]:
+    """move_on.lua's reply: the selection ended (None: nobody held it) and the claim made in
+    its place (None: the user holds something else), or SelectionLost."""
+    released_reply, claim_reply = reply
+    released = _released_from(released_reply, owner, held.customer_id, held.user_id)
+    if released is None or _text(claim_reply[0]) == "USER_HAS_SELECTION":
+        return released, None
+    return released, _claim_from(claim_reply, owner, held.user_id, hopper, mode)
+
+
+def _settle_call(released: Released, selection: Selection | None) -> tuple[list[str], list[Any]]:
+    """settle.lua's KEYS and ARGV."""
+    owner = released.owner
+    keys, args = _release_call(owner, released.customer_id, released.user_id, released.token, False)
+    if selection is None:
+        keys.append(live_key(owner))
+        args += ["", ""]
+    else:
+        keys.append(customer_key(owner, selection.customer_id))
+        args += [str(selection.user_id), str(selection.token)]
+    return keys, args
+
+
+def _settled_from(reply: Any) -> bool | None:
+    """settle.lua's reply: whether the new selection is held; None: the locks are not loaded."""
+    status, held = reply
+    if _text(status) == "NOT_READY":
+        return None
+    return _text(held) == "1"
+
+
 def _selection_from_row(owner: int, raw: Any) -> Selection:
     row = orjson.loads(raw)
     return Selection(
@@ -499,37 +532,66 @@ class SelectionStore:
         """Rules 7, 10 in one step: the holder lets go of ``held`` (same token, else
         SelectionLost) and claims the next candidate of ``hopper``. (None, None): nobody held
         it; a claim of None: the user holds something else (nothing claimed)."""
-        owner, user_id = int(owner), held.user_id
+        keys, args = self._move_on_call(int(owner), held, hopper, mode, now)
+        reply = await self._run(owner, self.scripts.move_on, keys, args)
+        return _moved_from(reply, int(owner), held, hopper, mode)
+
+    async def move_on_many(
+        self,
+        owner: int,
+        moves: Sequence[tuple[Selection, HopperKey]],
+        *,
+        mode: WorkMode = WorkMode.LIST,
+        now: int | None = None,
+    ) -> list[tuple[Released | None, Claim | None] | SelectionLost]:
+        """``move_on`` for many holders of one owner (each a different user), one after another
+        in one step; each answered in order, its SelectionLost as its answer."""
+        owner = int(owner)
+        now = self.clock() if now is None else int(now)
+        keys: list[str] = []
+        args: list[Any] = [len(moves)]
+        for held, hopper in moves:
+            one_keys, one_args = self._move_on_call(owner, held, hopper, mode, now)
+            keys += one_keys
+            args += one_args
+        replies = await self._run(owner, self.scripts.move_on_many, keys, args)
+        answers: list[tuple[Released | None, Claim | None] | SelectionLost] = []
+        for (held, hopper), reply in zip(moves, replies, strict=True):
+            try:
+                answers.append(_moved_from(reply, owner, held, hopper, mode))
+            except SelectionLost as lost:
+                answers.append(lost)
+        return answers
+
+    def _move_on_call(
+        self, owner: int, held: Selection, hopper: HopperKey, mode: WorkMode, now: int | None
+    ) -> tuple[list[str], list[Any]]:
+        """move_on.lua's KEYS and ARGV: release.lua's, then claim_next.lua's."""
         release_keys, release_args = _release_call(
-            owner, held.customer_id, user_id, held.token, False
+            owner, held.customer_id, held.user_id, held.token, False
         )
-        claim_keys, claim_args = self._claim_call(owner, user_id, hopper, mode, now, None)
-        released_reply, claim_reply = await self._run(
-            owner, self.scripts.move_on, release_keys + claim_keys, release_args + claim_args
-        )
-        released = _released_from(released_reply, owner, held.customer_id, user_id)
-        if released is None or _text(claim_reply[0]) == "USER_HAS_SELECTION":
-            return released, None
-        return released, _claim_from(claim_reply, owner, user_id, hopper, mode)
+        claim_keys, claim_args = self._claim_call(owner, held.user_id, hopper, mode, now, None)
+        return release_keys + claim_keys, release_args + claim_args
 
     async def settle(self, released: Released, selection: Selection | None) -> bool | None:
         """After ``released`` (and ``selection`` in its place) committed in the database: let go
         of ``released`` again if a rebuild put it back; whether ``selection`` is still held
         (False: no selection). None: the owner's locks are not loaded (nothing done)."""
-        owner = released.owner
-        keys, args = _release_call(
-            owner, released.customer_id, released.user_id, released.token, False
-        )
-        if selection is None:
-            keys.append(live_key(owner))
-            args += ["", ""]
-        else:
-            keys.append(customer_key(owner, selection.customer_id))
-            args += [str(selection.user_id), str(selection.token)]
-        status, held = await self.scripts.settle(keys=keys, args=args)
-        if _text(status) == "NOT_READY":
-            return None
-        return _text(held) == "1"
+        keys, args = _settle_call(released, selection)
+        return _settled_from(await self.scripts.settle(keys=keys, args=args))
+
+    async def settle_many(
+        self, owner: int, settles: Sequence[tuple[Released, Selection | None]]
+    ) -> list[bool | None]:
+        """``settle`` for many releases of one owner that committed together, in one step."""
+        keys: list[str] = []
+        args: list[Any] = [len(settles)]
+        for released, selection in settles:
+            one_keys, one_args = _settle_call(released, selection)
+            keys += one_keys
+            args += one_args
+        replies = await self.scripts.settle_many(keys=keys, args=args)
+        return [_settled_from(reply) for reply in replies]
 
     async def release_user(self, owner: int, user_id: int) -> Released | None:
         """work.stop: end whatever selection the user holds. None: it held nothing."""

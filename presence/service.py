@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.db import fencing
 from domain.db import repositories as repo
+from domain.db.group_commit import GroupCommit
 from domain.errors import NotFound, SelectionLost
 from domain.model import Customer, WorkMode
 from presence.keys import HopperKey
@@ -44,6 +46,55 @@ Redis handed out whose recording was still in flight stays below every new one."
 NOT_READY_RETRIES = 3
 
 
+MOVE_ON_BATCH = 64
+"""Moves on per transaction and Redis step at most."""
+
+MovedOn = tuple[Released | None, Claim | None, Selection | None]
+"""What a move on did: the selection ended, the claim made, the selection recorded from it."""
+
+
+@dataclass(frozen=True, slots=True)
+class _MoveOn:
+    """One move on waiting for its batch: ``SelectionService.move_on``'s arguments."""
+
+    held: Selection
+    hopper: HopperKey
+    qualifies: ColumnElement[bool] | None
+    qualifies_params: Mapping[str, Any] | None
+
+
+def _release_record(held: Selection, at: datetime) -> fencing.ReleaseRecord:
+    """The holder ends ``held`` itself (rule 7)."""
+    return fencing.ReleaseRecord(
+        owner=held.owner,
+        customer_id=held.customer_id,
+        token=held.token,
+        holder_user_id=held.user_id,
+        by_user_id=held.user_id,
+        assignment_id=held.assignment_id,
+        at=at,
+    )
+
+
+def _selection_record(
+    selection: Selection,
+    qualifies: ColumnElement[bool] | None,
+    qualifies_params: Mapping[str, Any] | None,
+) -> fencing.SelectionRecord:
+    return fencing.SelectionRecord(
+        owner=selection.owner,
+        customer_id=selection.customer_id,
+        user_id=selection.user_id,
+        token=selection.token,
+        at=to_datetime(selection.since),
+        assignment_id=selection.assignment_id,
+        segment_id=selection.segment_id,
+        mode=selection.mode,
+        qualifies=qualifies,
+        qualifies_params=qualifies_params,
+    )
+
+
 def to_datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
@@ -59,6 +110,12 @@ class SelectionService:
         self.engine = engine
         self.store = store
         self._rebuilding: dict[int, asyncio.Lock] = {}
+        self.move_ons: GroupCommit[_MoveOn, MovedOn] = GroupCommit(
+            self._move_on_many,
+            key=lambda move: move.held.user_id,
+            group=lambda move: move.held.owner,
+            most=MOVE_ON_BATCH,
+        )
 
     # Durability -------------------------------------------------------------------------------
 
@@ -355,7 +412,8 @@ class SelectionService:
         selection, same token, or SelectionLost) and record the next candidate of ``hopper``,
         claimed in the same Redis step, in its place. Returns (released, the claim, the
         selection recorded); none recorded: the claim found nobody or the record refused it
-        (dropped again), so the caller claims on the usual way."""
+        (dropped again), so the caller claims on the usual way. Agents moving on at the same
+        moment share the transaction and the Redis step (a group commit, ``_move_on_many``)."""
         for _ in range(NOT_READY_RETRIES * 2):
             current = expected
             if current is None:
@@ -364,15 +422,10 @@ class SelectionService:
                     continue
                 if current is None:
                     return None, None, None
-            claims: list[Claim] = []  # what the Redis step claimed, for the caller's refill
             try:
-                released, selection = await self._release_and_record(
-                    current,
-                    functools.partial(self._release_and_claim, current, hopper, claims),
-                    qualifies,
-                    qualifies_params,
+                return await self.move_ons.submit(
+                    _MoveOn(current, hopper, qualifies, qualifies_params)
                 )
-                return released, claims[0] if claims else None, selection
             except StoreNotReady:
                 await self.ensure_ready(owner)  # lost meanwhile: load, go again
                 continue
@@ -382,6 +435,94 @@ class SelectionService:
                 continue  # ended meanwhile (a supervisor): look again
         return None, None, None
 
+    async def _move_on_many(self, moves: list[_MoveOn]) -> list[MovedOn | Exception]:
+        """A batch of moves on (one data owner, one per user): on PostgreSQL in one
+        transaction and one Redis step for all; elsewhere one after another."""
+        if self.engine.dialect.name == "postgresql":
+            return await self._move_on_together(moves)
+        answers: list[MovedOn | Exception] = []
+        for move in moves:
+            try:
+                answers.append(await self._move_on_alone(move))
+            except Exception as refused:  # that move's own answer
+                answers.append(refused)
+        return answers
+
+    async def _move_on_alone(self, move: _MoveOn) -> MovedOn:
+        claims: list[Claim] = []  # what the Redis step claimed, for the caller's refill
+        released, selection = await self._release_and_record(
+            move.held,
+            functools.partial(self._release_and_claim, move.held, move.hopper, claims),
+            move.qualifies,
+            move.qualifies_params,
+        )
+        return released, claims[0] if claims else None, selection
+
+    async def _move_on_together(self, moves: list[_MoveOn]) -> list[MovedOn | Exception]:
+        """``_release_and_record`` for many moves on at once, in the same order of steps: the
+        held rows locked (in customer order), then one Redis step (``move_on_many.lua``), then
+        the releases and the selections recorded (pipelined), then the commit, then one look
+        at Redis for all (``settle_many.lua``). A move whose selection was not live answers
+        SelectionLost and writes nothing; the others go on."""
+        owner = moves[0].held.owner
+        now = datetime.now(UTC)
+        answers: list[MovedOn | Exception | None] = [None] * len(moves)
+        done: list[tuple[int, Released, Claim | None]] = []  # what Redis did, once it did
+        records: list[tuple[int, fencing.SelectionRecord]] = []
+        try:
+            async with self.engine.connect() as conn:
+                transaction = await conn.begin()
+                try:
+                    await fencing.lock_customers(conn, owner, [m.held.customer_id for m in moves])
+                    steps = await self.store.move_on_many(
+                        owner, [(m.held, m.hopper) for m in moves]
+                    )
+                    for i, step in enumerate(steps):
+                        if isinstance(step, SelectionLost):
+                            answers[i] = step
+                        elif step[0] is None:
+                            answers[i] = (None, None, None)  # nobody held it: nothing written
+                        else:
+                            done.append((i, step[0], step[1]))
+                    await fencing.record_releases(
+                        conn, [_release_record(moves[i].held, now) for i, _r, _c in done]
+                    )
+                    for i, _released, claim in done:
+                        if claim is not None and claim.selection is not None:
+                            move = moves[i]
+                            records.append(
+                                (
+                                    i,
+                                    _selection_record(
+                                        claim.selection, move.qualifies, move.qualifies_params
+                                    ),
+                                )
+                            )
+                    recorded = await fencing.record_selections(conn, [r for _i, r in records])
+                    await transaction.commit()
+                except BaseException:
+                    await transaction.rollback()
+                    raise
+        except Exception:
+            for i, released, claim in done:
+                await self._undo_uncommitted(
+                    released, moves[i].held.user_id, now, claim and claim.selection
+                )
+            raise
+        stands = {i for (i, _record), ok in zip(records, recorded, strict=True) if ok}
+        held_now = await self._settle_many(
+            owner,
+            [
+                (released, claim.selection if i in stands and claim is not None else None)
+                for i, released, claim in done
+            ],
+        )
+        for (i, released, claim), held in zip(done, held_now, strict=True):
+            selection = None if claim is None else claim.selection
+            kept = await self._kept(selection, i in stands, held)
+            answers[i] = (released, claim, kept)
+        return [answer for answer in answers if answer is not None]
+
     async def _release_and_claim(
         self, held: Selection, hopper: HopperKey, claims: list[Claim]
     ) -> tuple[Released | None, Selection | None]:
@@ -389,6 +530,16 @@ class SelectionService:
         if made is not None:
             claims.append(made)
         return released, None if made is None else made.selection
+
+    async def _settle_many(
+        self, owner: int, settles: list[tuple[Released, Selection | None]]
+    ) -> list[bool | None]:
+        """``_settle_release`` for many releases of one owner that committed together."""
+        if not settles:
+            return []
+        with contextlib.suppress(RedisError, OSError):  # Redis away: its next rebuild settles it
+            return await self.store.settle_many(owner, settles)
+        return [None] * len(settles)
 
     async def hand_over(
         self, owner: int, held: Selection, to_user_id: int
@@ -458,21 +609,36 @@ class SelectionService:
                     raise
         except Exception:
             if released is not None:
-                # Redis let go but the commit failed: record the release again, or the database
-                # would keep fencing writes in for a holder Redis no longer knows.
-                await self._record_release_again(owner, released, by, now)
-            if selection is not None:
+                await self._undo_uncommitted(released, by, now, selection)
+            elif selection is not None:
                 await self.drop(selection)
             raise
         assert released is not None
         held_now = await self._settle_release(released, selection if recorded else None)
+        return released, await self._kept(selection, recorded, held_now)
+
+    async def _undo_uncommitted(
+        self, released: Released, by_user_id: int, at: datetime, selection: Selection | None
+    ) -> None:
+        """Redis let go of ``released`` (and made ``selection``) but the commit failed: record
+        the release again, or the database would keep fencing writes in for a holder Redis no
+        longer knows; let go of the selection, which the database never recorded."""
+        await self._record_release_again(released.owner, released, by_user_id, at)
+        if selection is not None:
+            await self.drop(selection)
+
+    async def _kept(
+        self, selection: Selection | None, recorded: bool, held_now: bool | None
+    ) -> Selection | None:
+        """After the commit: the selection made in place of a release, if it stands (recorded,
+        and still held in Redis); else it is let go (refused: a stale candidate; or undone)."""
         if selection is None:
-            return released, None
+            return None
         if recorded:
             recorded = await self._confirm(selection, held_now)
         if not recorded:
-            await self.drop(selection)  # refused (a stale candidate) or undone: let go
-        return released, selection if recorded else None
+            await self.drop(selection)
+        return selection if recorded else None
 
     async def current(self, owner: int, user_id: int) -> Selection | None:
         """Rule 9: the selection to put a reconnecting agent back into."""

@@ -9,7 +9,13 @@ import pytest
 
 from domain.model import WorkMode
 from presence.keys import HopperKey, ready_key
-from presence.selections import Holder, SelectionLost, SelectionStore, UserHasSelection
+from presence.selections import (
+    Holder,
+    SelectionLost,
+    SelectionStore,
+    StoreNotReady,
+    UserHasSelection,
+)
 
 T0 = 1_700_000_000_000
 HOPPER = HopperKey.of(assignment_id=11, segment_ids=[21, 22])
@@ -218,6 +224,63 @@ async def test_settle_lets_go_of_a_lock_put_back_and_confirms_the_new_one(
     assert await store.holder(owner, 30) == newer
     await store.redis.delete(ready_key(owner))
     assert await store.settle(released, other) is None  # not loaded: nothing known
+
+
+async def test_rule_07_many_move_on_in_one_step_each_as_alone(
+    store: SelectionStore, owner: int, locks_of
+) -> None:
+    """move_on_many: each agent in turn as move_on does; a stale one and one whose selection
+    ended answer SelectionLost and change nothing, the others each claim the next."""
+    await store.refill(owner, HOPPER, [30, 31, 32, 33, 34, 35])
+    held = [(await store.claim_next(owner, u, HOPPER)).selection for u in (1, 2, 3)]
+    assert all(h is not None for h in held)
+    first, second, third = held
+    await store.release(owner, second.customer_id, 50, supervisor=True)
+    again = await store.select(owner, 2, second.customer_id)  # a newer token: `second` is stale
+    await store.release(owner, third.customer_id, 3)  # nobody holds `third` now
+    answers = await store.move_on_many(
+        owner, [(first, HOPPER), (second, HOPPER), (third, HOPPER)], now=T0 + 9
+    )
+    released, claim = answers[0]
+    assert released is not None and released.customer_id == first.customer_id
+    assert claim is not None and claim.selection is not None
+    assert (claim.selection.customer_id, claim.selection.since) == (33, T0 + 9)
+    assert isinstance(answers[1], SelectionLost)
+    assert isinstance(answers[2], SelectionLost)
+    assert await store.current(owner, 1) == claim.selection
+    assert await store.current(owner, 2) == again
+    assert await store.current(owner, 3) is None
+    assert await store.hopper_ids(owner, HOPPER) == [34, 35]
+    (await locks_of(store.redis, owner)).assert_rule_4()
+
+
+async def test_many_move_on_refuses_all_while_the_locks_are_not_loaded(
+    store: SelectionStore, owner: int
+) -> None:
+    await store.refill(owner, HOPPER, [30, 31, 32])
+    held = [(await store.claim_next(owner, u, HOPPER)).selection for u in (1, 2)]
+    await store.redis.delete(ready_key(owner))
+    with pytest.raises(StoreNotReady):
+        await store.move_on_many(owner, [(h, HOPPER) for h in held if h is not None])
+    assert await store.hopper_ids(owner, HOPPER) == [32]  # nothing changed
+
+
+async def test_settle_many_answers_each_as_settle(store: SelectionStore, owner: int) -> None:
+    a = await store.select(owner, 1, 30, assignment_id=11)
+    b = await store.select(owner, 2, 31, assignment_id=11)
+    released_a = await store.release(owner, 30, 1, token=a.token)
+    released_b = await store.release(owner, 31, 2, token=b.token)
+    assert released_a is not None and released_b is not None
+    await store.redis.delete(ready_key(owner))
+    await store.rebuild(owner, [Holder(30, 1, a.token, a.since, 11)], 0)  # `a` put back
+    newer = await store.select(owner, 3, 40)
+    assert await store.settle_many(owner, [(released_a, newer), (released_b, b)]) == [
+        True,
+        False,
+    ]
+    assert await store.holder(owner, 30) is None
+    await store.redis.delete(ready_key(owner))
+    assert await store.settle_many(owner, [(released_a, newer)]) == [None]
 
 
 async def test_rule_04_hand_over_passes_a_lines_selection_to_an_agent_in_one_step(
