@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from list_work import ListWork, Stack, make_stack
@@ -19,6 +20,7 @@ from domain.flows import AVAILABLE, CustomerFlow, DetailField, Outcome, Status
 from domain.model import AssignmentSetup, AttemptKind, FieldType, FollowUpKind, NextAction
 from presence.keys import HopperKey
 
+OSLO = ZoneInfo("Europe/Oslo")  # the data owners' time zone here (repo.create_data_owner)
 FLOW = CustomerFlow(
     statuses=(
         Status(AVAILABLE, "Available"),
@@ -266,7 +268,8 @@ async def test_rule_16_my_work_and_side_panel_show_the_right_follow_ups(
     work = await a_list(new_list, n=3)
     agent, colleague = work.agents
     soon = clock.now + timedelta(minutes=30)
-    if soon.date() != clock.now.date():  # keep "today" today, whatever the hour of the run
+    # Keep "today" today, whatever the hour of the run: today is the data owner's day (Oslo).
+    if soon.astimezone(OSLO).date() != clock.now.astimezone(OSLO).date():
         clock.now = clock.now.replace(hour=9, minute=0)
         soon = clock.now + timedelta(minutes=30)
     screen = (await work_loop.start(agent, work.assignment_id)).screen
