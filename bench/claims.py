@@ -1,25 +1,40 @@
 """Next right customer under load: `python bench/claims.py`.
 
-One assignment of BENCH_CLAIMS_CUSTOMERS customers (default 1,000,000), BENCH_CLAIMS_AGENTS
+One assignment of BENCH_CLAIMS_CUSTOMERS customers (default 1,000,000) and BENCH_CLAIMS_AGENTS
 agents (default 200) as asyncio tasks of this one process, each looping claim -> outcome -> next
-through the service layer (NextCustomer, SelectionService, fencing.record_outcome), for
-BENCH_CLAIMS_SECONDS (default 20) or BENCH_CLAIMS_MAX claims (default 40,000), whichever ends
-first. Every outcome is progressive (the customer leaves `available`), so no customer may be
-handed out twice at all: duplicates are counted in this process and again from the database's
-history. Beside it, the same run times Hopper.refill of 1,000 candidates from the full table,
-a bare EVALSHA loop on the same Redis client with as many tasks, and (PostgreSQL) the floor: the
-same loop's database statements alone, prepared, on raw asyncpg connections, as baselines. While
-the agents run (and while the floor runs), the machine's CPU is accounted for: how busy all its
-cores were (`machine_busy`, 1.0 = every core all the time), the share a hypervisor took
-(`steal`), this process's CPU per claim and everything else's (`other_cpu_ms_per_claim`:
-PostgreSQL, Redis, anything else on the machine).
+through the service layer (NextCustomer, SelectionService, domain.db.outcomes.Outcomes: what
+`customer.save` uses, so agents saving at the same moment share a transaction). Every outcome is
+progressive (the customer leaves `available`), so no customer may be handed out twice at all:
+duplicates are counted in this process and again from the database's history.
+
+Two phases, BENCH_CLAIMS_SECONDS (default 20) and BENCH_CLAIMS_PACED_SECONDS (default 20) each
+(or BENCH_CLAIMS_MAX claims):
+- flat out: every agent loops without a pause. `claims_per_s` is what one process sustains;
+  its latencies (`saturated_p50_ms`, `saturated_p99_ms`) are queueing, not service: with 200
+  agents and no pause, each loop takes 200 / (claims a second) on average (Little's law).
+- paced: the agents together start BENCH_CLAIMS_RATE loops a second (default 2,000, the
+  target), each agent on a fixed grid (a real agent talks between two customers); `p50_ms` and
+  `p99_ms` are the claims' latencies at that rate, `rate_claims_per_s` the rate reached, and
+  `late` counts loops that could not start in their slot.
+A claim's latency is the call handing out the customer (the first claim, then each move on:
+release and claim together).
+
+Beside them, the same run times Hopper.refill of 1,000 candidates from the full table (before
+and after the phases), a bare EVALSHA loop on the same Redis client with as many tasks, and
+(PostgreSQL) the floor: the same loop's database statements alone, prepared, on raw asyncpg
+connections, one agent per transaction (`db_floor_loops_per_s`) and 50 agents per transaction,
+pipelined (`db_floor_batched_loops_per_s`). While the agents run (and while the floor runs), the
+machine's CPU is accounted for: how busy all its cores were (`machine_busy`, 1.0 = every core
+all the time), the share a hypervisor took (`steal`), this process's CPU per claim and
+everything else's (`other_cpu_ms_per_claim`: PostgreSQL, Redis, anything else on the machine).
+`batches` says how the group commits grouped.
 
 PostgreSQL from DATABASE_URL, in a fresh schema dropped at the end; unset, a SQLite file in a
 temporary directory. Redis from REDIS_URL, else an embedded redis-server. The data owner gets a
 random large id and its Redis keys are deleted at the end. The last output line is JSON:
 {"bench": "claims", "claims_per_s": .., "p50_ms": .., "p99_ms": .., "duplicates": 0,
- "redis_evalsha_per_s": .., "db_floor_loops_per_s": .., "refill_1000_ms": .., "customers": N,
- "database": "postgresql"}
+ "redis_evalsha_per_s": .., "rate": 2000, "rate_claims_per_s": .., "saturated_p99_ms": ..,
+ "db_floor_loops_per_s": .., "refill_1000_ms": .., "customers": N, "database": "postgresql"}
 """
 
 from __future__ import annotations
@@ -55,6 +70,7 @@ from domain.db import fencing
 from domain.db import repositories as repo
 from domain.db import tables as t
 from domain.db.engine import async_url, make_engine, migrate
+from domain.db.outcomes import Outcomes
 from domain.flows import AVAILABLE, CustomerFlow, Outcome, Status
 from domain.model import AssignmentSetup, CrmKind, HistoryKind, Role
 from presence.keys import HopperKey
@@ -106,6 +122,10 @@ class Tally:
     duplicates: int = 0
     outcomes: int = 0
     empty: int = 0
+    last: float = 0.0
+    """When the last claim was answered (perf_counter)."""
+    late: int = 0
+    """Paced loops that started a whole period late (their slot was missed)."""
     errors: Counter[str] = field(default_factory=Counter)
     first_error: str | None = None
     cpu_s: float = 0.0
@@ -248,6 +268,9 @@ async def evalsha_per_s(client: Any, tasks: int, seconds: float) -> float:
 
 
 FLOOR_SECONDS = 8.0
+FLOOR_GROUP = 50
+"""Agents per transaction in the batched floor."""
+FLOOR_CUSTOMERS = 400_000
 FLOOR_CONNECTIONS = int(os.environ.get("BENCH_CLAIMS_POOL") or 32)  # as the engine's pool
 # One claim -> outcome -> next loop's database work as bare SQL (what the service layer sends on
 # PostgreSQL, follow-ups and Redis aside): the outcome (fence, then status + history), then the
@@ -266,6 +289,7 @@ FLOOR_RELEASE = (
     " AND selection_token <= $3 RETURNING id) INSERT INTO history (customer_id, at, kind,"
     " user_id, assignment_id, data) SELECT $1, now(), 'released', $2, $4, '{}'::json FROM w"
 )
+FLOOR_LOCK = "SELECT id FROM customers WHERE id = $1 FOR UPDATE"
 FLOOR_SELECT = (
     "WITH w AS (UPDATE customers SET holder_user_id = $2, selection_token = $3,"
     " selected_at = now(), version = version + 1 WHERE id = $1 AND status = 'available'"
@@ -276,11 +300,13 @@ FLOOR_SELECT = (
 
 async def database_floor(
     engine: AsyncEngine, bench: Bench, tasks: int
-) -> tuple[float, dict[str, Any]] | None:
+) -> dict[str, tuple[float, dict[str, Any]]] | None:
     """Loops per second of the same database work alone (FLOOR_*), prepared statements on raw
-    asyncpg connections, ``tasks`` concurrent tasks, on customers the agents did not reach: the
-    ceiling any service layer on this machine's database stays under; with where the machine's
-    CPU went meanwhile (bench._nodes.CpuWindow). None on SQLite."""
+    asyncpg connections, ``tasks`` concurrent agents, on customers the agents did not reach,
+    with where the machine's CPU went meanwhile (bench._nodes.CpuWindow): "alone", each loop
+    its two transactions (what any service layer writing one agent at a time stays under), and
+    "batched", FLOOR_GROUP agents' loops in the same two transactions, each statement
+    pipelined for all of them (what a group commit stays under). None on SQLite."""
     if engine.dialect.name != "postgresql":
         return None
     import asyncpg
@@ -305,106 +331,200 @@ async def database_floor(
                     "SELECT id FROM customers WHERE assignment_id = $1 AND status = 'available'"
                     " AND holder_user_id IS NULL ORDER BY id DESC LIMIT $2",
                     bench.assignment_id,
-                    200_000,
+                    FLOOR_CUSTOMERS,
                 )
             ]
         ids = iter(free)
         token = iter(range(10**12, 10**13))
-        deadline = time.perf_counter() + FLOOR_SECONDS
-        loops = 0
+        users = bench.agents[:tasks]
+        aid = bench.assignment_id
+        held: dict[int, tuple[int, int]] = {}  # user -> (customer, token)
+        async with pool.acquire() as c, c.transaction():
+            for user in users:
+                customer, t = next(ids), next(token)
+                await c.execute(FLOOR_SELECT, customer, user, t, aid)
+                held[user] = (customer, t)
 
-        async def take(c: Any, customer: int, user: int) -> int:
-            t = next(token)
-            await c.execute(FLOOR_SELECT, customer, user, t, bench.assignment_id)
-            return t
-
-        async def loop(user: int) -> None:
-            nonlocal loops
-            customer = next(ids, None)
-            if customer is None:
-                return
-            async with pool.acquire() as c, c.transaction():
-                t = await take(c, customer, user)
-            while time.perf_counter() < deadline:
-                following = next(ids, None)
-                if following is None:
-                    return
+        async def alone(user: int, deadline: float) -> int:
+            loops = 0
+            customer, t = held[user]
+            while time.perf_counter() < deadline and (following := next(ids, None)):
                 async with pool.acquire() as c:
                     async with c.transaction():
                         await c.fetchrow(FLOOR_FENCE, customer, user, t)
-                        await c.execute(FLOOR_OUTCOME, customer, user, bench.assignment_id)
+                        await c.execute(FLOOR_OUTCOME, customer, user, aid)
                     async with c.transaction():
-                        await c.execute(FLOOR_RELEASE, customer, user, t, bench.assignment_id)
-                        t = await take(c, following, user)
+                        await c.execute(FLOOR_RELEASE, customer, user, t, aid)
+                        t = next(token)
+                        await c.execute(FLOOR_SELECT, following, user, t, aid)
                 customer = following
                 loops += 1
+            held[user] = (customer, t)
+            return loops
 
-        started = time.perf_counter()
-        window = CpuWindow({"bench": [os.getpid()]}).start()
-        await asyncio.gather(*(loop(u) for u in bench.agents[:tasks]))
-        return loops / (time.perf_counter() - started), window.stop()
+        async def batched(group: list[int], deadline: float) -> int:
+            loops = 0
+            while time.perf_counter() < deadline:
+                now = sorted((*held[u], u) for u in group)  # (customer, token, user)
+                nexts = [(next(ids, None), next(token), u) for _c, _t, u in now]
+                if any(n is None for n, _t, _u in nexts):
+                    break
+                async with pool.acquire() as c:
+                    async with c.transaction():
+                        await c.fetchmany(FLOOR_FENCE, [(cid, u, t) for cid, t, u in now])
+                        await c.executemany(FLOOR_OUTCOME, [(cid, u, aid) for cid, _t, u in now])
+                    async with c.transaction():
+                        await c.fetchmany(FLOOR_LOCK, [(cid,) for cid, _t, _u in now])
+                        await c.executemany(FLOOR_RELEASE, [(cid, u, t, aid) for cid, t, u in now])
+                        await c.executemany(FLOOR_SELECT, [(n, u, t, aid) for n, t, u in nexts])
+                for n, t, u in nexts:
+                    held[u] = (n, t)
+                loops += len(group)
+            return loops
+
+        async def timed(runs: list[Any]) -> tuple[float, dict[str, Any]]:
+            started = time.perf_counter()
+            window = CpuWindow({"bench": [os.getpid()]}).start()
+            loops = sum(await asyncio.gather(*runs))
+            return loops / (time.perf_counter() - started), window.stop()
+
+        floors = {}
+        deadline = time.perf_counter() + FLOOR_SECONDS
+        floors["alone"] = await timed([alone(u, deadline) for u in users])
+        deadline = time.perf_counter() + FLOOR_SECONDS
+        groups = [users[i : i + FLOOR_GROUP] for i in range(0, len(users), FLOOR_GROUP)]
+        floors["batched"] = await timed([batched(g, deadline) for g in groups])
+        return floors
     finally:
         await pool.close()
 
 
+@dataclass(frozen=True)
+class Pace:
+    """Agents working at a given rate: agent ``i`` starts its loops on a grid, at ``start +
+    (i / agents + k) * period``; a loop that ends a whole period late goes on at once (that
+    slot is missed, counted in ``Tally.late``), so a system that cannot keep up shows it as a
+    rate below the target, not as a burst of catching up."""
+
+    start: float
+    period: float
+    agents: int
+
+    def first(self, index: int) -> float:
+        return self.start + index * self.period / self.agents
+
+
 async def agent(
     dialer: NextCustomer,
-    engine: AsyncEngine,
+    outcomes: Outcomes,
     bench: Bench,
     user_id: int,
     tally: Tally,
     budget: Callable[[], bool],
+    due: float | None = None,
+    period: float = 0.0,
 ) -> None:
-    """Claim, save an outcome as the holder, move on to the next: until the budget is spent."""
+    """Claim, save an outcome as the holder, move on to the next: until the budget is spent.
+    ``due``: when to start (then every ``period`` after it); None: flat out."""
     rng = random.Random(user_id)
 
     async def timed(call: Awaitable[Any]) -> Any:
         started = time.perf_counter()
         selection = await call
-        tally.latencies.append((time.perf_counter() - started) * 1000)
+        tally.last = time.perf_counter()
+        tally.latencies.append((tally.last - started) * 1000)
         return selection
 
+    async def wait() -> None:
+        nonlocal due
+        if due is None:
+            return
+        now = time.perf_counter()
+        if due > now:
+            await asyncio.sleep(due - now)
+        elif now - due > period:
+            tally.late += 1
+            due = now
+        due += period
+
+    await wait()
     selection = await timed(dialer.claim(bench.owner, user_id, bench.assignment_id))
     while selection is not None:
         if selection.customer_id in tally.handed_out:
             tally.duplicates += 1
         tally.handed_out.add(selection.customer_id)
         holding = fencing.Holding(selection.customer_id, user_id, selection.token)
-        async with engine.begin() as conn:
-            await fencing.record_outcome(conn, holding, rng.choice(OUTCOMES), {}, datetime.now(UTC))
+        ask = fencing.OutcomeAsk(holding, rng.choice(OUTCOMES), {}, datetime.now(UTC))
+        await outcomes.save(ask)
         tally.outcomes += 1
         if not budget():
-            return
+            break
+        await wait()
         # As customer.save goes on: the selection it ends is named (its token checked).
         _released, selection = await timed(
             dialer.move_on(bench.owner, user_id, bench.assignment_id, expected=selection)
         )
-    tally.empty += 1
+    else:
+        tally.empty += 1
+    # The phase ends: let go of what it holds (not timed), as work.stop does.
+    await dialer.selections.release_user(bench.owner, user_id)
 
 
 async def run_agents(
-    dialer: NextCustomer, engine: AsyncEngine, bench: Bench, seconds: float, most: int
+    dialer: NextCustomer,
+    outcomes: Outcomes,
+    bench: Bench,
+    handed_out: set[int],
+    seconds: float,
+    most: int,
+    rate: float | None = None,
 ) -> tuple[Tally, float]:
-    tally = Tally()
-    deadline = time.perf_counter() + seconds
+    """One phase: every agent loops for ``seconds`` (or ``most`` claims), flat out, or paced
+    so that together they start ``rate`` loops a second."""
+    tally = Tally(handed_out=handed_out)
+    started = time.perf_counter()
+    deadline = started + seconds
+    pace = None if rate is None else Pace(started, len(bench.agents) / rate, len(bench.agents))
 
     def budget() -> bool:
         return time.perf_counter() < deadline and len(tally.latencies) < most
 
-    async def guarded(user_id: int) -> None:
+    async def guarded(index: int, user_id: int) -> None:
         try:
-            await agent(dialer, engine, bench, user_id, tally, budget)
+            if pace is None:
+                await agent(dialer, outcomes, bench, user_id, tally, budget)
+            else:
+                first = pace.first(index)
+                await agent(dialer, outcomes, bench, user_id, tally, budget, first, pace.period)
         except Exception as exc:  # counted and reported: the bench must not hide a failure
             tally.errors[type(exc).__name__] += 1
             if tally.first_error is None:
                 tally.first_error = traceback.format_exc()
 
-    started, cpu = time.perf_counter(), time.process_time()
+    cpu = time.process_time()
     window = CpuWindow({"bench": [os.getpid()]}).start()
-    await asyncio.gather(*(guarded(u) for u in bench.agents))
+    await asyncio.gather(*(guarded(i, u) for i, u in enumerate(bench.agents)))
     tally.machine = window.stop()
     tally.cpu_s = time.process_time() - cpu
-    return tally, time.perf_counter() - started
+    return tally, max(tally.last - started, 1e-9)
+
+
+def phase_figures(tally: Tally, elapsed: float) -> dict[str, Any]:
+    """A phase's figures: claims a second, latencies, CPU per claim and where the rest went."""
+    claims = len(tally.latencies)
+    return {
+        "claims": claims,
+        "seconds": round(elapsed, 2),
+        "claims_per_s": round(claims / elapsed),
+        "p50_ms": round(percentile(tally.latencies, 0.50), 2),
+        "p99_ms": round(percentile(tally.latencies, 0.99), 2),
+        "cpu_ms_per_claim": round(tally.cpu_s * 1000 / max(claims, 1), 2),
+        "other_cpu_ms_per_claim": round(tally.machine["other_cpu_s"] * 1000 / max(claims, 1), 2),
+        "machine_busy": tally.machine["machine_busy"],
+        "steal": tally.machine["steal"],
+        "late": tally.late,
+        "errors": dict(tally.errors),
+    }
 
 
 async def recorded_duplicates(engine: AsyncEngine, bench: Bench) -> tuple[int, int]:
@@ -433,7 +553,9 @@ async def main() -> dict[str, Any]:
     n = env_int("BENCH_CLAIMS_CUSTOMERS", 1_000_000)
     n_agents = env_int("BENCH_CLAIMS_AGENTS", 200)
     seconds = float(os.environ.get("BENCH_CLAIMS_SECONDS") or 20)
-    most = env_int("BENCH_CLAIMS_MAX", 40_000)
+    most = env_int("BENCH_CLAIMS_MAX", 200_000)
+    rate = float(os.environ.get("BENCH_CLAIMS_RATE") or 2000)
+    paced_seconds = float(os.environ.get("BENCH_CLAIMS_PACED_SECONDS") or 20)
     with tempfile.TemporaryDirectory(prefix="bench-claims-") as tmp:
         work_dir = Path(tmp)
         url = async_url(os.environ.get("DATABASE_URL"), work_dir / "claims.sqlite3")
@@ -456,45 +578,59 @@ async def main() -> dict[str, Any]:
                 evalsha = await evalsha_per_s(client, n_agents, EVALSHA_SECONDS)
                 log(f"bare EVALSHA: {evalsha:,.0f}/s with {n_agents} tasks")
 
-                tally, elapsed = await run_agents(dialer, engine, bench, seconds, most)
+                outcomes = Outcomes(engine)
+                handed_out: set[int] = set()
+                log(f"flat out: {n_agents} agents for {seconds:.0f} s")
+                flat, flat_s = await run_agents(dialer, outcomes, bench, handed_out, seconds, most)
+                log(f"flat out: {phase_figures(flat, flat_s)}")
+                log(f"paced: {n_agents} agents at {rate:,.0f} claims/s for {paced_seconds:.0f} s")
+                paced, paced_s = await run_agents(
+                    dialer, outcomes, bench, handed_out, paced_seconds, most, rate
+                )
+                log(f"paced: {phase_figures(paced, paced_s)}")
                 await dialer.hopper.drain()
-                for user_id in bench.agents:
-                    await selections.release_user(bench.owner, user_id)
-                if tally.first_error:
-                    log(tally.first_error)
+                for tally in (flat, paced):
+                    if tally.first_error:
+                        log(tally.first_error)
                 db_duplicates, db_selected = await recorded_duplicates(engine, bench)
                 refills_after = await time_refills(dialer, bench)
                 log(f"refill 1000 after the run: {[round(r, 1) for r in refills_after]} ms")
-                floor = await database_floor(engine, bench, n_agents)
-                if floor is not None:
-                    log(f"the same database work alone: {floor[0]:,.0f} loops/s, {floor[1]}")
+                floors = await database_floor(engine, bench, n_agents)
+                for name, (per_s, cpu) in (floors or {}).items():
+                    log(f"the same database work, {name}: {per_s:,.0f} loops/s, {cpu}")
             finally:
                 if bench is not None:
                     await forget_owner(redis_url, bench.owner)
                 await client.aclose()
-    claims = len(tally.latencies)
+    at_rate = phase_figures(paced, paced_s)
+    flat_out = phase_figures(flat, flat_s)
+    seen = flat.duplicates + paced.duplicates
     return {
         "bench": "claims",
-        "claims": claims,
-        "seconds": round(elapsed, 2),
-        "claims_per_s": round(claims / elapsed),
-        "p50_ms": round(percentile(tally.latencies, 0.50), 2),
-        "p99_ms": round(percentile(tally.latencies, 0.99), 2),
-        "duplicates": max(tally.duplicates, db_duplicates),
-        "duplicates_seen": tally.duplicates,
+        "claims_per_s": flat_out["claims_per_s"],
+        "p50_ms": at_rate["p50_ms"],
+        "p99_ms": at_rate["p99_ms"],
+        "duplicates": max(seen, db_duplicates),
+        "redis_evalsha_per_s": round(evalsha),
+        "rate": rate,
+        "rate_claims_per_s": at_rate["claims_per_s"],
+        "saturated_p50_ms": flat_out["p50_ms"],
+        "saturated_p99_ms": flat_out["p99_ms"],
+        "flat_out": flat_out,
+        "paced": at_rate,
+        "duplicates_seen": seen,
         "duplicates_recorded": db_duplicates,
         "recorded_selections": db_selected,
-        "outcomes": tally.outcomes,
-        "cpu_ms_per_claim": round(tally.cpu_s * 1000 / max(claims, 1), 2),
-        "other_cpu_ms_per_claim": round(tally.machine["other_cpu_s"] * 1000 / max(claims, 1), 2),
-        "machine_busy": tally.machine["machine_busy"],
-        "steal": tally.machine["steal"],
-        "cores": tally.machine["cores"],
-        "errors": dict(tally.errors),
+        "outcomes": flat.outcomes + paced.outcomes,
+        "batches": {
+            "outcomes": _grouping(outcomes.batches),
+            "moves_on": _grouping(selections.move_ons),
+        },
         "agents": n_agents,
-        "redis_evalsha_per_s": round(evalsha),
-        "db_floor_loops_per_s": None if floor is None else round(floor[0]),
-        "db_floor_machine_busy": None if floor is None else floor[1]["machine_busy"],
+        "cores": flat.machine["cores"],
+        "db_floor_loops_per_s": None if floors is None else round(floors["alone"][0]),
+        "db_floor_batched_loops_per_s": None if floors is None else round(floors["batched"][0]),
+        "db_floor_machine_busy": None if floors is None else floors["alone"][1]["machine_busy"],
         "refill_1000_ms": round(statistics.median(refills + refills_after), 1),
         "refill_1000_runs_ms": [round(r, 1) for r in refills + refills_after],
         "customers": n,
@@ -502,6 +638,12 @@ async def main() -> dict[str, Any]:
         "redis": rk,
         "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
     }
+
+
+def _grouping(batches: Any) -> dict[str, Any]:
+    """How a group commit grouped: requests, batches, requests per batch."""
+    per = batches.requests / batches.batches if batches.batches else 0.0
+    return {"requests": batches.requests, "batches": batches.batches, "mean": round(per, 1)}
 
 
 def run() -> dict[str, Any]:
