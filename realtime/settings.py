@@ -29,7 +29,10 @@ class Settings(BaseSettings):
     presence_timeout_seconds: float = Field(
         default=30.0, validation_alias="DIALHUB_PRESENCE_TIMEOUT"
     )
-    db_pool_size: int = Field(default=10, validation_alias="DIALHUB_DB_POOL_SIZE")
+    # A connection opened past the pool is closed again when it comes back (SQLAlchemy's
+    # overflow): a node whose bursts outgrow its pool opens and closes a database session per
+    # request, which costs both sides more than the request. Size it for the busiest second.
+    db_pool_size: int = Field(default=20, ge=1, validation_alias="DIALHUB_DB_POOL_SIZE")
     # WebSocket hub (docs/operations.md).
     ws_send_queue: int = Field(default=256, ge=1, validation_alias="DIALHUB_WS_SEND_QUEUE")
     ws_max_frame_bytes: int = Field(
