@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.db import fencing
 from domain.db import repositories as repo
-from domain.db.group_commit import GroupCommit
+from domain.db.group_commit import GroupCommit, batches_at_once
 from domain.errors import NotFound, SelectionLost
 from domain.model import Customer, WorkMode
 from presence.keys import HopperKey
@@ -115,6 +115,7 @@ class SelectionService:
             key=lambda move: move.held.user_id,
             group=lambda move: move.held.owner,
             most=MOVE_ON_BATCH,
+            concurrent=batches_at_once(engine),
         )
 
     # Durability -------------------------------------------------------------------------------

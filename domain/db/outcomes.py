@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.db import fencing
 from domain.db.fencing import OutcomeAsk, OutcomeResult
-from domain.db.group_commit import GroupCommit
+from domain.db.group_commit import GroupCommit, batches_at_once
 from domain.db.sms_outbox import enqueue_outcome_sms
 
 MOST = 64
@@ -30,7 +30,10 @@ class Outcomes:
     def __init__(self, engine: AsyncEngine, *, most: int = MOST) -> None:
         self.engine = engine
         self.batches: GroupCommit[OutcomeAsk, OutcomeResult] = GroupCommit(
-            self._run, key=lambda ask: ask.holding.customer_id, most=most
+            self._run,
+            key=lambda ask: ask.holding.customer_id,
+            most=most,
+            concurrent=batches_at_once(engine),
         )
 
     async def save(self, ask: OutcomeAsk) -> OutcomeResult:
