@@ -121,7 +121,7 @@ class NextCustomer:
         if (
             made is not None
             and made.selection is not None
-            and made.needs_refill(self.hopper.low_water)
+            and self.hopper.low_on(owner, hopper, made.remaining)
         ):
             self.hopper.refill_soon(owner, assignment, crm, hopper)
         if selection is None:
@@ -156,7 +156,7 @@ class NextCustomer:
                 elif result.refilled.length == 0:
                     return None
                 continue
-            if claim.needs_refill(self.hopper.low_water):
+            if self.hopper.low_on(owner, hopper, claim.remaining):
                 self.hopper.refill_soon(owner, assignment, crm, hopper)
             qualifies = self._qualifies(assignment, hopper)
             now = in_list_params(assignment, self.hopper.clock())

@@ -17,7 +17,7 @@ from list_work import ListWork, Stack
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dialer.hopper import candidates
+from dialer.hopper import RATE_WINDOW_S, candidates
 from domain.db import fencing
 from domain.db import repositories as repo
 from domain.db import tables as t
@@ -198,6 +198,25 @@ async def test_rule_12_released_customer_goes_back_into_play(
         await sell(engine, selection)
         selection = await stack.dialer.next(work.owner, colleague, work.assignment_id)
     assert sorted(seen) == sorted(work.customer_ids)
+
+
+async def test_a_busy_hopper_refills_ahead_of_its_claims(stack: Stack) -> None:
+    """Past the fixed low water, a hopper refills while it still holds REFILL_AHEAD_S of this
+    process's recent claims (at most a batch): claims at 2,000 a second would empty 200
+    candidates before a refill lands."""
+    hopper, key = stack.dialer.hopper, HopperKey.of(1, None)
+    hopper.low_water, hopper.batch, hopper.ahead_s = 10, 1000, 0.5
+    assert not hopper.low_on(1, key, 150)  # no rate known yet: the fixed low water alone
+    assert hopper.low_on(1, key, 10)
+    for _ in range(600):
+        hopper.low_on(1, key, 900)
+    await asyncio.sleep(RATE_WINDOW_S)
+    # About 600 claims a second: half a second of them is about 300 candidates.
+    assert hopper.low_on(1, key, 150)
+    assert not hopper.low_on(1, key, 400)
+    hopper.ahead_s = 100.0  # never more than a batch ahead
+    assert hopper.low_on(1, key, 1000) and not hopper.low_on(1, key, 1001)
+    assert not hopper.low_on(1, HopperKey.of(2, None), 150)  # each hopper its own rate
 
 
 async def test_stale_hopper_candidates_are_skipped(

@@ -148,7 +148,7 @@ async def test_rule_11_a_shared_follow_up_falling_due_jumps_a_full_hopper(
 ) -> None:
     clock = Clock()
     # No refills after the first: the hopper keeps every customer queued before the follow-up.
-    stack = make_stack(engine, redis_url, clock=clock, low_water=0)
+    stack = make_stack(engine, redis_url, clock=clock, low_water=0, ahead_s=0)
     try:
         work_loop = WorkLoop(engine, stack.selections, stack.dialer, clock=clock)
         work = await a_list(new_list, n=30)
