@@ -128,7 +128,7 @@ class SelectionService:
         async with lock:
             if await self.store.is_ready(owner):
                 return None
-            async with self.engine.connect() as conn:
+            async with self.engine.begin() as conn:
                 holders, high_water = await fencing.durable_holders(conn, owner)
             # rebuild.lua runs once per loss: another process that got there first wins.
             return await self.store.rebuild(

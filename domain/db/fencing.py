@@ -32,6 +32,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.db import repositories as repo
@@ -196,17 +198,41 @@ _SELECTED_VALUES = {
 _selects: dict[tuple[int, bool], tuple[ColumnElement[bool] | None, Any]] = {}
 """record_selected's UPDATE per ``qualifies`` expression (kept alive here, so its id stays its)."""
 
-# Redis just proved the user holds nothing else (rule 4): an older holding the database still
-# names was left by a crash between a Redis release and its recording.
-_CLEAR_OLDER_HOLDINGS = (
+# Redis just proved the user holds nothing else (rule 4): the user's latest selection before
+# this one, if the database still names the user its holder, was left by a crash between a
+# Redis release and its recording. Found by the user's row of user_selections (no index names
+# the holder: select and release stay heap-only updates), which then names this selection.
+_us = t.user_selections.c
+_CLEAR_OLDER_HOLDING = (
     update(t.customers)
     .where(
+        c.id
+        == select(_us.customer_id)
+        .where(_us.user_id == bindparam("uid"), _us.token < bindparam("token"))
+        .scalar_subquery(),
         c.data_owner_id == bindparam("owner"),
         c.holder_user_id == bindparam("uid"),
         c.id != bindparam("cid"),
         c.selection_token < bindparam("token"),
     )
     .values(holder_user_id=None, selected_at=None)
+)
+
+
+def _latest_selection(written: Any) -> Any:
+    """The user's row of user_selections names this selection (``written``: an INSERT of it),
+    unless a newer one is recorded already."""
+    return written.on_conflict_do_update(
+        index_elements=[_us.user_id],
+        set_={"customer_id": written.excluded.customer_id, "token": written.excluded.token},
+        where=_us.token < written.excluded.token,
+    )
+
+
+_SQLITE_LATEST_SELECTION = _latest_selection(
+    sqlite_insert(t.user_selections).values(
+        user_id=bindparam("uid"), customer_id=bindparam("cid"), token=bindparam("new_token")
+    )
 )
 
 
@@ -225,7 +251,17 @@ def _select_statement(qualifies: ColumnElement[bool] | None, postgresql: bool) -
         # One round trip: the selection, the older holdings cleared (only when the selection
         # was written) and the 'selected' history row (returned: none when refused).
         written = statement.cte("selected")
-        older = _CLEAR_OLDER_HOLDINGS.where(select(written.c.id).exists()).cte("older")
+        older = _CLEAR_OLDER_HOLDING.where(select(written.c.id).exists()).cte("older")
+        latest = _latest_selection(
+            pg_insert(t.user_selections).from_select(
+                ["user_id", "customer_id", "token"],
+                select(
+                    bindparam("uid", type_=_us.user_id.type),
+                    written.c.id,
+                    bindparam("new_token", type_=_us.token.type),
+                ),
+            )
+        ).cte("latest")
         statement = (
             insert(t.history)
             .from_select(
@@ -234,6 +270,7 @@ def _select_statement(qualifies: ColumnElement[bool] | None, postgresql: bool) -
             )
             .returning(_h.id, _h.customer_id)
             .add_cte(older)
+            .add_cte(latest)
         )
         statement = Statement(statement)
     _selects[key] = (qualifies, statement)
@@ -328,7 +365,8 @@ async def _record_selected(conn: AsyncConnection, record: SelectionRecord) -> bo
     row = (await conn.execute(statement, record.params())).first()
     if row is None:
         return False
-    await conn.execute(_CLEAR_OLDER_HOLDINGS, record.ids())
+    await conn.execute(_CLEAR_OLDER_HOLDING, record.ids())
+    await conn.execute(_SQLITE_LATEST_SELECTION, record.params())
     await repo.add_history(conn, record.event())
     return True
 
@@ -520,14 +558,24 @@ async def add_released_history(
 
 
 async def durable_holders(conn: AsyncConnection, owner: int) -> tuple[list[DurableHolder], int]:
-    """The owner's holders and its token high-water mark (largest token ever recorded)."""
-    rows = (
+    """The owner's holders and its token high-water mark (largest token ever recorded), in the
+    caller's transaction. A user the database names on more than one customer (older holdings a
+    crash left unrecorded) holds the newest selection only (rule 4): the others are cleared
+    here, so no customer stays out of play behind a holding nobody has."""
+    found = (
         await conn.execute(
-            select(c.id, c.holder_user_id, c.selection_token, c.selected_at, c.assignment_id).where(
-                c.data_owner_id == owner, c.holder_user_id.isnot(None)
-            )
+            select(c.id, c.holder_user_id, c.selection_token, c.selected_at, c.assignment_id)
+            .where(c.data_owner_id == owner, c.holder_user_id.isnot(None))
+            .order_by(c.selection_token.desc(), c.id.desc())
         )
     ).all()
+    rows, seen = [], set()
+    for row in found:
+        if row.holder_user_id in seen:
+            await _clear_holder(conn, owner, row.id, row.selection_token)
+        else:
+            seen.add(row.holder_user_id)
+            rows.append(row)
     high_water = (
         await conn.execute(
             select(func.max(c.selection_token)).where(

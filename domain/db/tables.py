@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    literal_column,
     text,
 )
 
@@ -131,8 +132,9 @@ customers = Table(
     # the customer back until then and put it first afterwards (rule 11) without a join.
     Column("shared_follow_up_at", UtcDateTime),
     # Durable copy of the selection (the lock lives in Redis): rebuilds Redis after a loss and
-    # fences writes, which must present the current token (rule 8).
-    Column("holder_user_id", Id, ForeignKey("users.id")),
+    # fences writes, which must present the current token (rule 8). No foreign key: users are
+    # never deleted, and its check would lock the holder's users row at every selection.
+    Column("holder_user_id", Id),
     Column("selection_token", BigInteger),
     Column("selected_at", UtcDateTime),
     Column("version", Integer, nullable=False, server_default="1"),
@@ -158,13 +160,21 @@ Index(
     postgresql_where=customers.c.shared_follow_up_at.isnot(None),
     sqlite_where=customers.c.shared_follow_up_at.isnot(None),
 )
-Index(
-    "ix_customers_holder",
-    customers.c.holder_user_id,
-    postgresql_where=customers.c.holder_user_id.isnot(None),
-    sqlite_where=customers.c.holder_user_id.isnot(None),
-)
 Index("ix_customers_owner_crm", customers.c.data_owner_id, customers.c.crm_id)
+# No index names the holder: selecting and releasing then change no indexed column of the row,
+# so PostgreSQL writes them as heap-only (HOT) updates, with no new entry in any index. What the
+# holder's index found (a user's older holding to clear, rule 4) is found through this instead.
+
+user_selections = Table(
+    "user_selections",
+    metadata,
+    # Each user's latest recorded selection (rule 4: one customer per user), whether or not it
+    # has been released since: selecting the next customer clears that one's holder if it still
+    # names this user (a crash between a Redis release and its recording left it).
+    Column("user_id", Id, ForeignKey("users.id"), primary_key=True),
+    Column("customer_id", Id, nullable=False),
+    Column("token", BigInteger, nullable=False),
+)
 
 follow_ups = Table(
     "follow_ups",
@@ -212,21 +222,36 @@ attempts = Table(
 )
 Index("ix_attempts_customer", attempts.c.customer_id, attempts.c.at)
 
+# Append-only, three rows a claim loop. Its ids name customers, users and assignments without
+# foreign keys: none of those rows is ever deleted, and each key would cost every history row
+# a locking read of the row it names (on PostgreSQL a share lock that every concurrent
+# transaction takes on the same assignment row: a multixact each time), which was most of the
+# database's work per claim.
 history = Table(
     "history",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("customer_id", Id, nullable=False),
     Column("at", UtcDateTime, nullable=False),
     Column("kind", String(32), nullable=False),
-    Column("user_id", Id, ForeignKey("users.id")),
-    Column("assignment_id", Id, ForeignKey("assignments.id")),
+    Column("user_id", Id),
+    Column("assignment_id", Id),
     Column("data", Json, nullable=False),
     Column("note", Text),
 )
 Index("ix_history_customer", history.c.customer_id, history.c.id)
 # The release audit (who released whose selection, per assignment) reads history this way.
-Index("ix_history_assignment_kind", history.c.assignment_id, history.c.kind, history.c.id)
+# Partial: the selections and outcomes, two of every three rows a claim loop writes, add no
+# entry to it. A query it serves names the kind as this literal (HistoryKind.RELEASED), not as
+# a parameter, which a generic plan could not match with the index's predicate.
+RELEASED_KIND = literal_column("'released'")
+Index(
+    "ix_history_releases",
+    history.c.assignment_id,
+    history.c.id,
+    postgresql_where=history.c.kind == RELEASED_KIND,
+    sqlite_where=history.c.kind == RELEASED_KIND,
+)
 
 # Bulk work (rules 19-23) -----------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from domain.db import repositories as repo
 from domain.db import screens
 from domain.db import tables as t
 from domain.errors import NotFound
-from domain.model import HistoryKind, Role
+from domain.model import Role
 from domain.times import iso
 from realtime.connection import Context
 from realtime.protocol import Request, WireId, verb
@@ -41,7 +41,7 @@ async def selection_audit(ctx: Context, request: SelectionAudit) -> dict[str, An
             raise NotFound("no such assignment")  # also another data owner's (rule 3)
         query = (
             select(h.id, h.customer_id, h.at, h.user_id, h.data)
-            .where(h.assignment_id == assignment_id, h.kind == HistoryKind.RELEASED.value)
+            .where(h.assignment_id == assignment_id, h.kind == t.RELEASED_KIND)
             .order_by(h.id.desc())
             .limit(request.limit)
         )

@@ -1,0 +1,201 @@
+"""The durable copy of who holds what (rules 4, 5): each user's latest selection is kept beside
+the customers (user_selections), so a holding a crash left unrecorded is cleared by the user's
+next selection, and a rebuild of Redis from the database keeps each user's newest holding only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from alembic import command
+from sqlalchemy import inspect, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.db import fencing
+from domain.db import repositories as repo
+from domain.db import tables as t
+from domain.db.engine import alembic_config, make_engine, migrate
+from domain.flows import AVAILABLE, CustomerFlow, Outcome, Status
+from domain.model import CrmKind, Role, WorkMode
+
+FLOW = CustomerFlow(
+    statuses=(Status(AVAILABLE, "Available"), Status("sale", "Sale")),
+    outcomes=(Outcome("sale", "Sale", frozenset({AVAILABLE}), "sale"),),
+)
+NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+c = t.customers.c
+
+
+@dataclass
+class Shop:
+    owner: int
+    assignment: int
+    segment: int
+    agent: int
+    customers: list[int]
+
+
+async def shop(engine: AsyncEngine, n: int = 3) -> Shop:
+    tag = uuid.uuid4().hex[:10]
+    async with engine.begin() as conn:
+        owner = await repo.create_data_owner(conn, f"holdings-{tag}")
+        crm = await repo.create_crm(conn, owner.id, "CRM", CrmKind.B2C)
+        assignment = await repo.create_assignment(conn, owner.id, crm.id, "List", FLOW)
+        agent = await repo.create_user(
+            conn, owner.id, f"agent-{tag}", "Agent", Role.AGENT, "", password_hash="x"
+        )
+        await repo.insert_customers(
+            conn,
+            [
+                {
+                    "data_owner_id": owner.id,
+                    "crm_id": crm.id,
+                    "external_id": f"c{i}",
+                    "name": f"Customer {i}",
+                    "assignment_id": assignment.id,
+                    "segment_id": assignment.unsegmented.id,
+                    "status": AVAILABLE,
+                }
+                for i in range(n)
+            ],
+        )
+        ids = list(
+            (
+                await conn.execute(select(c.id).where(c.crm_id == crm.id).order_by(c.external_id))
+            ).scalars()
+        )
+    return Shop(owner.id, assignment.id, assignment.unsegmented.id, agent.id, ids)
+
+
+async def record(engine: AsyncEngine, s: Shop, customer_id: int, token: int) -> bool:
+    async with engine.begin() as conn:
+        return await fencing.record_selected(
+            conn,
+            owner=s.owner,
+            customer_id=customer_id,
+            user_id=s.agent,
+            token=token,
+            at=NOW + timedelta(seconds=token),
+            assignment_id=s.assignment,
+            segment_id=s.segment,
+            mode=WorkMode.LIST,
+        )
+
+
+async def holders(engine: AsyncEngine, s: Shop) -> dict[int, int | None]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(c.id, c.holder_user_id).where(c.id.in_(s.customers)))
+        return {row.id: row.holder_user_id for row in rows}
+
+
+async def latest(engine: AsyncEngine, s: Shop) -> tuple[int, int] | None:
+    u = t.user_selections.c
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(select(u.customer_id, u.token).where(u.user_id == s.agent))
+        ).first()
+    return None if row is None else (row.customer_id, row.token)
+
+
+async def test_rule_04_next_selection_clears_a_holding_a_crash_left(engine: AsyncEngine) -> None:
+    s = await shop(engine)
+    first, second, _ = s.customers
+    assert await record(engine, s, first, 5)
+    # Redis released `first` and the node died before recording it: the row still names the
+    # agent. The agent's next selection (Redis proved it holds nothing else) clears it.
+    assert await record(engine, s, second, 7)
+    assert await holders(engine, s) == {first: None, second: s.agent, s.customers[2]: None}
+    assert await latest(engine, s) == (second, 7)
+
+
+async def test_rule_04_a_late_older_selection_leaves_the_latest_alone(engine: AsyncEngine) -> None:
+    s = await shop(engine)
+    first, second, third = s.customers
+    assert await record(engine, s, second, 7)
+    # An older selection recorded late (its transaction lost the race) neither clears the newer
+    # holding nor takes its place as the user's latest.
+    assert await record(engine, s, first, 5)
+    assert await latest(engine, s) == (second, 7)
+    assert (await holders(engine, s))[second] == s.agent
+    # The next selection clears the latest one still held.
+    assert await record(engine, s, third, 9)
+    assert (await holders(engine, s))[second] is None
+    assert await latest(engine, s) == (third, 9)
+
+
+async def test_rule_05_rebuild_keeps_each_users_newest_holding(engine: AsyncEngine) -> None:
+    s = await shop(engine)
+    first, second, third = s.customers
+    assert await record(engine, s, first, 5)
+    assert await record(engine, s, third, 9)
+    # Two holdings of one user, as a crash between a release and its recording can leave them
+    # where no later selection cleaned up (written here directly).
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(t.customers)
+            .where(c.id == second)
+            .values(holder_user_id=s.agent, selection_token=6, selected_at=NOW)
+        )
+        found, high_water = await fencing.durable_holders(conn, s.owner)
+    assert [(h.customer_id, h.user_id, h.token) for h in found] == [(third, s.agent, 9)]
+    assert high_water == 9
+    # The older one is out of the way: back in play, its token kept (the high-water mark).
+    assert await holders(engine, s) == {first: None, second: None, third: s.agent}
+    async with engine.connect() as conn:
+        assert (
+            await conn.execute(select(c.selection_token).where(c.id == second))
+        ).scalar_one() == 6
+
+
+async def test_migration_0005_keeps_each_holders_newest_selection(
+    engine: AsyncEngine, database: dict[str, str | None]
+) -> None:
+    """Upgrading a database with holders fills user_selections with each one's newest."""
+    from sqlalchemy import text
+
+    schema = None
+    url = str(database["url"])
+    if database["schema"]:
+        schema = f"{database['schema']}_m5"
+        async with engine.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    else:
+        url = url.replace(".sqlite3", "-m5.sqlite3")
+    old = make_engine(url, schema=schema)
+    try:
+        await migrate(old, "0004")
+        s = await shop(old)
+        first, second, third = s.customers
+        async with old.begin() as conn:
+            for cid, token in ((first, 5), (second, 8)):
+                await conn.execute(
+                    update(t.customers)
+                    .where(c.id == cid)
+                    .values(holder_user_id=s.agent, selection_token=token, selected_at=NOW)
+                )
+            await conn.execute(update(t.customers).where(c.id == third).values(selection_token=9))
+        await migrate(old)
+        assert await latest(old, s) == (second, 8)
+        # And back: the holder's index and the keys return, the table goes.
+        async with old.begin() as conn:
+            await conn.run_sync(lambda sync: command.downgrade(alembic_config(sync), "0004"))
+        async with old.connect() as conn:
+            found = await conn.run_sync(
+                lambda sync: (
+                    {ix["name"] for ix in inspect(sync).get_indexes("customers")},
+                    {fk["name"] for fk in inspect(sync).get_foreign_keys("history")},
+                    inspect(sync).has_table("user_selections"),
+                )
+            )
+        indexes, keys, has_table = found
+        assert "ix_customers_holder" in indexes and not has_table
+        assert "fk_history_assignment_id_assignments" in keys
+        await migrate(old)
+        assert await latest(old, s) == (second, 8)
+    finally:
+        await old.dispose()
+        if schema:
+            async with engine.begin() as conn:
+                await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
