@@ -12,6 +12,7 @@ the high-water mark that lets Redis keep its tokens growing after it lost its da
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,7 @@ from sqlalchemy import (
     cast,
     func,
     insert,
+    literal_column,
     or_,
     select,
     update,
@@ -667,9 +669,28 @@ _FENCE_FOR_OUTCOME = Statement(
     .values(version=c.version + 1)
     .returning(*_OUTCOME_READS)
 )
+# On PostgreSQL the lock reads, instead of the flow and its settings, the version of the
+# assignment's row (its xmin: every update of the row writes a new one), and the flow is read
+# again only when that changed (_know_flows): no flow document is rendered and sent per outcome.
+_ASSIGNMENT_VERSION = cast(literal_column("assignments.xmin"), Text)
 _LOCK_FOR_OUTCOME = Statement(
-    select(*_OUTCOME_READS).where(*_FENCE_WHERE).with_for_update(of=t.customers)
+    select(
+        c.id,
+        c.status,
+        c.assignment_id,
+        _ASSIGNMENT_VERSION.label("flow_version"),
+        _has_follow_ups,
+    )
+    .select_from(t.customers.outerjoin(t.assignments, t.assignments.c.id == c.assignment_id))
+    .where(*_FENCE_WHERE)
+    .with_for_update(of=t.customers)
 )
+_FLOWS_OF = select(
+    t.assignments.c.id,
+    _ASSIGNMENT_VERSION.label("version"),
+    cast(t.assignments.c.flow, Text).label("flow"),
+    t.assignments.c.setup["auto_sms"].as_boolean().label("auto_sms"),
+).where(t.assignments.c.id.in_(bindparam("ids", expanding=True)))
 # Rule 13: the fence counts the attempt too (every refusal after it rolls the count back).
 _FENCE_FOR_ATTEMPT = Statement(
     update(t.customers)
@@ -806,6 +827,52 @@ _FLOWS: dict[int, tuple[str, CustomerFlow]] = {}
 _FLOWS_KEPT = 4096
 
 
+@dataclass(frozen=True, slots=True)
+class _KnownFlow:
+    version: str
+    flow: CustomerFlow
+    auto_sms: bool
+    read_at: float
+
+
+_KNOWN_FLOWS: dict[int, _KnownFlow] = {}
+_KNOWN_FOR_S = 60.0
+"""A flow known by its row's version is read again after this long anyway: a version is a
+transaction id, which PostgreSQL reuses after billions of transactions."""
+
+
+async def _know_flows(conn: AsyncConnection, rows: Sequence[Any]) -> None:
+    """PostgreSQL: make sure the flows of these locked rows' assignments are known at the
+    version the lock read (_LOCK_FOR_OUTCOME), reading the ones that are not in one statement."""
+    now = time.monotonic()
+    wanted = set()
+    for row in rows:
+        known = _KNOWN_FLOWS.get(row.assignment_id)
+        if row.assignment_id is not None and (
+            known is None or known.version != row.flow_version or now - known.read_at > _KNOWN_FOR_S
+        ):
+            wanted.add(row.assignment_id)
+    if not wanted:
+        return
+    if len(_KNOWN_FLOWS) >= _FLOWS_KEPT:
+        _KNOWN_FLOWS.clear()
+    for found in await conn.execute(_FLOWS_OF, {"ids": sorted(wanted)}):
+        _KNOWN_FLOWS[found.id] = _KnownFlow(
+            found.version, _flow_of(found.id, found.flow), bool(found.auto_sms), now
+        )
+
+
+def _flow_and_sms_of(row: Any) -> tuple[CustomerFlow, bool]:
+    """The flow of the fenced row's assignment and whether automatic SMS is on for it: from the
+    row itself (SQLite's fence reads them), else as _know_flows just made sure of."""
+    if hasattr(row, "flow"):
+        return _flow_of(row.assignment_id, row.flow), bool(row.auto_sms)
+    known = _KNOWN_FLOWS.get(row.assignment_id)
+    if known is None:
+        raise NotFound("no such assignment")
+    return known.flow, known.auto_sms
+
+
 def _flow_of(assignment_id: int, text: str) -> CustomerFlow:
     """The assignment's flow from the JSON text its fence read, parsed once per definition: the
     same text again (compared whole, so an edited flow is parsed anew) reuses the last parse."""
@@ -841,6 +908,7 @@ class _OutcomePlan:
     follow_up: FollowUpPlan | None
     status: dict[str, Any]
     event: HistoryEvent
+    auto_sms: bool
 
 
 def _plan_outcome(ask: OutcomeAsk, row: Any) -> _OutcomePlan:
@@ -848,7 +916,7 @@ def _plan_outcome(ask: OutcomeAsk, row: Any) -> _OutcomePlan:
     if row.assignment_id is None:
         raise Invalid("the customer is in no assignment")
     holding, from_status = ask.holding, row.status or ""
-    flow = _flow_of(row.assignment_id, row.flow)
+    flow, auto_sms = _flow_and_sms_of(row)
     outcome, clean = check_outcome(flow, from_status, ask.outcome_key, ask.details)
     follow_up = plan_outcome_follow_up(outcome, holding.user_id, ask.follow_up_at, ask.now)
     return _OutcomePlan(
@@ -872,6 +940,7 @@ def _plan_outcome(ask: OutcomeAsk, row: Any) -> _OutcomePlan:
                 "token": holding.token,
             },
         ),
+        auto_sms=auto_sms,
     )
 
 
@@ -899,7 +968,7 @@ async def _follow_ups_of(
         ended_follow_ups=tuple(ended),
         sms_template=plan.outcome.sms_template,
         history_id=history_id,
-        sms_wanted=bool(plan.outcome.sms_template) and bool(row.auto_sms),
+        sms_wanted=bool(plan.outcome.sms_template) and plan.auto_sms,
     )
 
 
@@ -923,6 +992,8 @@ async def record_outcome(
         holding.token,
         _LOCK_FOR_OUTCOME if postgresql else _FENCE_FOR_OUTCOME,
     )
+    if postgresql:
+        await _know_flows(conn, [row])
     # Everything that can refuse runs before the first write past the fence; a refusal after
     # it still leaves nothing, since the caller's transaction rolls back.
     plan = _plan_outcome(OutcomeAsk(holding, outcome_key, details, now, follow_up_at), row)
@@ -955,6 +1026,7 @@ async def record_outcomes(
             conn, [_fence_params(asks[i].holding) for i in order]
         )
     }
+    await _know_flows(conn, list(locked.values()))
     lost = [i for i in order if asks[i].holding.customer_id not in locked]
     if lost:
         held = await _holders_of(conn, [asks[i].holding.customer_id for i in lost])

@@ -4,17 +4,18 @@ assignment's flow, follow-ups ended and made, history written, and nothing kept 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.db import fencing
 from domain.db import repositories as repo
 from domain.db import tables as t
+from domain.db.codec import flow_to_json
 from domain.db.fencing import Holding
 from domain.errors import Invalid, InvalidTransition, SelectionLost
 from domain.flows import AVAILABLE, CustomerFlow, DetailField, Outcome, Status
@@ -440,3 +441,32 @@ async def test_outcome_on_a_customer_in_no_assignment_is_refused(engine: AsyncEn
     with pytest.raises(Invalid, match="in no assignment"):
         await save(engine, held.holding, "sale", {"price_plan": "F"})
     assert await state(engine, held.customer_id) == before
+
+
+async def test_rule_18_an_edited_flow_rules_the_next_outcome(engine: AsyncEngine) -> None:
+    """The flow an outcome is checked against is the assignment's as it is now: an edit made
+    between two outcomes (a status flow changed, automatic SMS turned on) rules the second."""
+    held = await held_customer(engine)
+    later = NOW + timedelta(days=1)
+    first = await save(engine, held.holding, "later", follow_up_at=later)
+    assert first.status == AVAILABLE and not first.sms_wanted
+    edited = CustomerFlow(
+        statuses=FLOW.statuses,
+        outcomes=tuple(
+            replace(o, from_statuses=frozenset({AVAILABLE})) if o.key == "sale" else o
+            for o in FLOW.outcomes
+            if o.key != "later"
+        ),
+    )
+    a = t.assignments.c
+    async with engine.begin() as conn:
+        setup = (await conn.execute(select(a.setup).where(a.id == held.assignment_id))).scalar_one()
+        await conn.execute(
+            update(t.assignments)
+            .where(a.id == held.assignment_id)
+            .values(flow=flow_to_json(edited), setup={**setup, "auto_sms": True})
+        )
+    with pytest.raises(InvalidTransition):
+        await save(engine, held.holding, "later", follow_up_at=later)
+    sold = await save(engine, held.holding, "sale", {"price_plan": "fixed"})
+    assert sold.status == "sale" and sold.sms_wanted
