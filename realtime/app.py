@@ -33,7 +33,7 @@ from realtime.health import healthz, readyz
 from realtime.hub import Hub
 from realtime.metrics import metrics
 from realtime.protocol import protocol_schema
-from realtime.services import Services, close_services, open_services
+from realtime.services import Services, close_services, open_services, warm_up
 from realtime.settings import Settings
 from realtime.uploads import upload_import_file
 
@@ -77,6 +77,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = open_services(settings)
         app.state.services = services
+        await warm_up(services)
         hub = Hub(services)
         app.state.hub = hub
         await hub.start()

@@ -16,7 +16,7 @@ from domain.db import demo
 from domain.db.seed import seed_demo
 from realtime.app import create_app
 from realtime.embedded import EmbeddedRedis
-from realtime.services import close_services, open_services
+from realtime.services import close_services, open_services, warm_up
 from realtime.settings import Settings
 from realtime.tokens import issue_token
 
@@ -219,3 +219,37 @@ async def test_unknown_api_paths_answer_json_not_found(client: httpx.AsyncClient
     response = await client.get("/api/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_a_node_opens_its_connections_before_it_serves(
+    engine: AsyncEngine, database: dict[str, str | None], redis_url: str, work_dir: Path
+) -> None:
+    settings = settings_for(database, redis_url, work_dir).model_copy(update={"db_pool_size": 3})
+    services = open_services(settings)
+    try:
+        await warm_up(services)
+        if engine.dialect.name == "postgresql":
+            pool = services.engine.sync_engine.pool
+            assert pool.checkedin() == 3  # all three open and kept, none past the pool
+            assert pool.overflow() <= 0
+        assert await services.redis.ping()
+    finally:
+        await close_services(services)
+
+
+async def test_a_node_whose_database_is_down_still_starts(
+    database: dict[str, str | None],
+    redis_url: str,
+    work_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Nothing listens on port 1: the warm-up logs it and returns; /readyz reports it later.
+    settings = settings_for(
+        {"url": "postgresql://nobody@127.0.0.1:1/none", "schema": None}, redis_url, work_dir
+    )
+    services = open_services(settings)
+    try:
+        await warm_up(services)
+    finally:
+        await close_services(services)
+    assert "warming up the database connections failed" in caplog.text
