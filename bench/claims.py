@@ -15,7 +15,7 @@ Two phases, BENCH_CLAIMS_SECONDS (default 20) and BENCH_CLAIMS_PACED_SECONDS (de
 - paced: the agents together start BENCH_CLAIMS_RATE loops a second (default 2,000, the
   target), each agent on a fixed grid (a real agent talks between two customers); `p50_ms` and
   `p99_ms` are the claims' latencies at that rate, `rate_claims_per_s` the rate reached, and
-  `late` counts loops that could not start in their slot.
+  `late` counts the agents' slots missed.
 A claim's latency is the call handing out the customer (the first claim, then each move on:
 release and claim together).
 
@@ -77,6 +77,7 @@ from presence.keys import HopperKey
 from presence.selections import SelectionStore
 from presence.service import SelectionService
 from realtime.embedded import EmbeddedRedis
+from realtime.services import freeze_startup_heap
 
 # Both outcomes take the customer out of `available`: a second hand-out is always a duplicate.
 FLOW = CustomerFlow(
@@ -125,7 +126,7 @@ class Tally:
     last: float = 0.0
     """When the last claim was answered (perf_counter)."""
     late: int = 0
-    """Paced loops that started a whole period late (their slot was missed)."""
+    """Slots of paced loops missed (a loop that started a whole period late or more)."""
     errors: Counter[str] = field(default_factory=Counter)
     first_error: str | None = None
     cpu_s: float = 0.0
@@ -402,9 +403,10 @@ async def database_floor(
 @dataclass(frozen=True)
 class Pace:
     """Agents working at a given rate: agent ``i`` starts its loops on a grid, at ``start +
-    (i / agents + k) * period``; a loop that ends a whole period late goes on at once (that
-    slot is missed, counted in ``Tally.late``), so a system that cannot keep up shows it as a
-    rate below the target, not as a burst of catching up."""
+    (i / agents + k) * period``; a loop that ends a whole period late goes on at once and then
+    keeps to the next slot of its grid (the slots missed are counted in ``Tally.late``), so a
+    system that cannot keep up shows it as a rate below the target, not as a burst of catching
+    up, and agents held up at the same moment do not move in step from then on."""
 
     start: float
     period: float
@@ -443,8 +445,11 @@ async def agent(
         if due > now:
             await asyncio.sleep(due - now)
         elif now - due > period:
-            tally.late += 1
-            due = now
+            # Slots missed: go on now, and from the next slot of this agent's own grid on, so
+            # agents held up together (a slow moment) do not stay in step ever after.
+            missed = int((now - due) // period)
+            tally.late += missed
+            due += missed * period
         due += period
 
     await wait()
@@ -580,6 +585,7 @@ async def main() -> dict[str, Any]:
 
                 outcomes = Outcomes(engine)
                 handed_out: set[int] = set()
+                freeze_startup_heap()  # as a node does once it has started
                 log(f"flat out: {n_agents} agents for {seconds:.0f} s")
                 flat, flat_s = await run_agents(dialer, outcomes, bench, handed_out, seconds, most)
                 log(f"flat out: {phase_figures(flat, flat_s)}")

@@ -33,7 +33,13 @@ from realtime.health import healthz, readyz
 from realtime.hub import Hub
 from realtime.metrics import metrics
 from realtime.protocol import protocol_schema
-from realtime.services import Services, close_services, open_services, warm_up
+from realtime.services import (
+    Services,
+    close_services,
+    freeze_startup_heap,
+    open_services,
+    warm_up,
+)
 from realtime.settings import Settings
 from realtime.uploads import upload_import_file
 
@@ -68,9 +74,15 @@ async def send_sms_forever(services: Services, stop: asyncio.Event) -> None:
 
 
 def create_app(
-    settings: Settings | None = None, *, web_client: Path = WEB_CLIENT, send_sms: bool = False
+    settings: Settings | None = None,
+    *,
+    web_client: Path = WEB_CLIENT,
+    send_sms: bool = False,
+    own_process: bool = False,
 ) -> Starlette:
-    """A dialhub node for `settings` (read from the environment when omitted)."""
+    """A dialhub node for `settings` (read from the environment when omitted).
+    ``own_process``: the app is the process (`dialhub serve`), not one of many in it (tests):
+    once started, what it built is kept out of later garbage collections."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -93,6 +105,8 @@ def create_app(
         sms = asyncio.create_task(
             send_sms_forever(services, stop_sms) if send_sms else asyncio.sleep(0)
         )
+        if own_process:
+            freeze_startup_heap()
         try:
             with drain_before_sigterm(hub):
                 yield

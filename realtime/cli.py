@@ -531,7 +531,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"demo logins: {DEMO_LOGINS}")
             sys.stdout.flush()
             config = uvicorn.Config(
-                create_app(settings, send_sms=True),
+                create_app(settings, send_sms=True, own_process=True),
                 host=args.host,
                 port=args.port,
                 ws_per_message_deflate=False,

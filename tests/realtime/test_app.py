@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -253,3 +254,26 @@ async def test_a_node_whose_database_is_down_still_starts(
     finally:
         await close_services(services)
     assert "warming up the database connections failed" in caplog.text
+
+
+async def test_a_node_in_its_own_process_keeps_its_startup_heap_out_of_collections(
+    demo_data: dict[str, Any], database: dict[str, str | None], redis_url: str, work_dir: Path
+) -> None:
+    # `dialhub serve` is the process: what it built to start is frozen once it has started, so
+    # full collections under load walk only what the work creates.
+    gc.unfreeze()
+    app = create_app(settings_for(database, redis_url, work_dir), own_process=True)
+    try:
+        async with app.router.lifespan_context(app):
+            assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()  # the test process goes on collecting as before
+
+
+async def test_an_app_embedded_in_a_process_leaves_its_collections_alone(
+    demo_data: dict[str, Any], database: dict[str, str | None], redis_url: str, work_dir: Path
+) -> None:
+    gc.unfreeze()
+    app = create_app(settings_for(database, redis_url, work_dir))
+    async with app.router.lifespan_context(app):
+        assert gc.get_freeze_count() == 0
