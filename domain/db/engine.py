@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event
@@ -27,10 +30,30 @@ def async_url(url: str | None, sqlite_path: Path) -> str:
     raise ValueError(f"unsupported database '{backend}': use PostgreSQL or SQLite")
 
 
+def json_dumps(value: Any) -> str:
+    """The JSON columns' encoder: orjson, some ten times quicker than the standard library on
+    the small objects every history row carries (three a claim loop); what orjson refuses
+    (an integer past 64 bits) goes through the standard library as before."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+def json_loads(text: str | bytes) -> Any:
+    """The JSON columns' decoder, orjson's; what only the standard library reads (NaN written
+    by an older encoder into SQLite's JSON text) still reads."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def make_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> AsyncEngine:
     """An async engine; `schema` (PostgreSQL only) puts every table in that schema."""
+    codec = {"json_serializer": json_dumps, "json_deserializer": json_loads}
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **codec)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     connect_args = {}
@@ -45,6 +68,7 @@ def make_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> 
         # from the pool, and the request is answered `internal` for the client to retry.
         pool_recycle=1800,
         connect_args=connect_args,
+        **codec,
     )
 
 
