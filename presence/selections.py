@@ -548,12 +548,29 @@ class SelectionStore:
         in one step; each answered in order, its SelectionLost as its answer."""
         owner = int(owner)
         now = self.clock() if now is None else int(now)
-        keys: list[str] = []
-        args: list[Any] = [len(moves)]
+        # What the agents' steps share goes once (move_on_many.lua): a batch is sent and
+        # encoded in a third of the arguments of its move_on.lua calls.
+        keys = [ready_key(owner), live_key(owner), fence_key(owner)]
+        args: list[Any] = [
+            len(moves),
+            owner_prefix(owner),
+            now,
+            self.claim_scan_limit,
+            WorkMode(mode).value,
+        ]
         for held, hopper in moves:
-            one_keys, one_args = self._move_on_call(owner, held, hopper, mode, now)
-            keys += one_keys
-            args += one_args
+            keys += (
+                customer_key(owner, held.customer_id),
+                user_key(owner, held.user_id),
+                hopper.key(owner),
+                hopper.segments_key(owner),
+            )
+            args += (
+                int(held.customer_id),
+                int(held.user_id),
+                int(held.token),
+                hopper.assignment_id,
+            )
         replies = await self._run(owner, self.scripts.move_on_many, keys, args)
         answers: list[tuple[Released | None, Claim | None] | SelectionLost] = []
         for (held, hopper), reply in zip(moves, replies, strict=True):
@@ -584,12 +601,20 @@ class SelectionStore:
         self, owner: int, settles: Sequence[tuple[Released, Selection | None]]
     ) -> list[bool | None]:
         """``settle`` for many releases of one owner that committed together, in one step."""
-        keys: list[str] = []
-        args: list[Any] = [len(settles)]
+        keys = [live_key(owner), ready_key(owner)]
+        args: list[Any] = [len(settles), owner_prefix(owner)]
         for released, selection in settles:
-            one_keys, one_args = _settle_call(released, selection)
-            keys += one_keys
-            args += one_args
+            if selection is None:
+                keys += (customer_key(owner, released.customer_id), keys[0])
+                args += (int(released.customer_id), int(released.user_id), int(released.token))
+                args += ("", "")
+            else:
+                keys += (
+                    customer_key(owner, released.customer_id),
+                    customer_key(owner, selection.customer_id),
+                )
+                args += (int(released.customer_id), int(released.user_id), int(released.token))
+                args += (int(selection.user_id), int(selection.token))
         replies = await self.scripts.settle_many(keys=keys, args=args)
         return [_settled_from(reply) for reply in replies]
 

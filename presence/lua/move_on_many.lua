@@ -2,8 +2,12 @@
 -- exactly as move_on.lua (a group commit's batch: presence/service.py). Built with the bodies of
 -- release.lua, claim_next.lua and move_on.lua as local functions (presence/scripts.py).
 --
--- ARGV[1] how many agents (n); then, per agent in turn, move_on.lua's 11 ARGV
--- KEYS    per agent in turn, move_on.lua's 9 KEYS (all in the owner's hash slot)
+-- What every agent's move_on.lua call shares is sent once, the rest per agent:
+-- KEYS[1..3] dh:{o:N}:ready, dh:{o:N}:sel, dh:{o:N}:fence
+-- KEYS       then per agent in turn: cust:<held cid>, user:<uid>, hop:<..>, hopseg:<..>
+-- ARGV[1..5] how many agents (n), prefix, now, scan limit, mode
+-- ARGV       then per agent in turn: held customer id, user id, token, assignment id
+-- (all keys in the owner's hash slot, each named in KEYS)
 --
 -- Returns n move_on.lua replies, in order; or the error 'NOT_READY' when the owner's locks were
 -- not loaded (found by the first agent's step, before anything changed: all or nothing).
@@ -12,16 +16,15 @@
 -- no other command runs between them.
 
 local n = tonumber(ARGV[1])
+local ready, sel, fence = KEYS[1], KEYS[2], KEYS[3]
+local prefix, now, limit, mode = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local replies = {}
 for i = 0, n - 1 do
-  local keys, args = {}, {}
-  for j = 1, 9 do
-    keys[j] = KEYS[i * 9 + j]
-  end
-  for j = 1, 11 do
-    args[j] = ARGV[1 + i * 11 + j]
-  end
-  local reply = move_on(keys, args)
+  local k, a = 3 + i * 4, 5 + i * 4
+  local uid = ARGV[a + 2]
+  local reply = move_on(
+    {KEYS[k + 1], sel, ready, ready, KEYS[k + 2], sel, fence, KEYS[k + 3], KEYS[k + 4]},
+    {prefix, ARGV[a + 1], uid, ARGV[a + 3], '0', prefix, uid, ARGV[a + 4], mode, now, limit})
   if reply.err then
     return reply
   end

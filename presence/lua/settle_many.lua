@@ -2,21 +2,23 @@
 -- group commit's batch: presence/service.py), each in turn. Built with the bodies of release.lua
 -- and settle.lua as local functions (presence/scripts.py).
 --
--- ARGV[1] how many (n); then, per move on in turn, settle.lua's 7 ARGV
--- KEYS    per move on in turn, settle.lua's 4 KEYS (all in the owner's hash slot)
+-- What every settle.lua call shares is sent once, the rest per move on:
+-- KEYS[1..2] dh:{o:N}:sel, dh:{o:N}:ready
+-- KEYS       then per move on in turn: cust:<released cid>, cust:<new cid> (sel when none)
+-- ARGV[1..2] how many (n), prefix
+-- ARGV       then per move on in turn: released customer id, its holder, its token, the new
+--            selection's user id ('' when there is none), its token
+-- (all keys in the owner's hash slot, each named in KEYS)
 --
 -- Returns n settle.lua replies, in order.
 
 local n = tonumber(ARGV[1])
+local sel, ready, prefix = KEYS[1], KEYS[2], ARGV[2]
 local replies = {}
 for i = 0, n - 1 do
-  local keys, args = {}, {}
-  for j = 1, 4 do
-    keys[j] = KEYS[i * 4 + j]
-  end
-  for j = 1, 7 do
-    args[j] = ARGV[1 + i * 7 + j]
-  end
-  replies[i + 1] = settle(keys, args)
+  local k, a = 2 + i * 2, 2 + i * 5
+  replies[i + 1] = settle(
+    {KEYS[k + 1], sel, ready, KEYS[k + 2]},
+    {prefix, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], '0', ARGV[a + 4], ARGV[a + 5]})
 end
 return replies

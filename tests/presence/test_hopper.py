@@ -254,6 +254,30 @@ async def test_rule_07_many_move_on_in_one_step_each_as_alone(
     (await locks_of(store.redis, owner)).assert_rule_4()
 
 
+async def test_many_move_on_claims_each_from_its_own_hopper(
+    store: SelectionStore, owner: int, locks_of
+) -> None:
+    """The agents of one batch work different lists: each claims from its own hopper, with its
+    own assignment, and its own token."""
+    other = HopperKey.of(assignment_id=12, segment_ids=None)
+    await store.refill(owner, HOPPER, [30, 31])
+    await store.refill(owner, other, [60, 61])
+    first = (await store.claim_next(owner, 1, HOPPER)).selection
+    second = (await store.claim_next(owner, 2, other)).selection
+    assert first is not None and second is not None
+    answers = await store.move_on_many(owner, [(first, HOPPER), (second, other)], now=T0 + 5)
+    (released_1, claim_1), (released_2, claim_2) = answers
+    assert (released_1.customer_id, released_1.token) == (30, first.token)
+    assert (released_2.customer_id, released_2.token) == (60, second.token)
+    assert claim_1.selection is not None and claim_2.selection is not None
+    assert (claim_1.selection.customer_id, claim_1.selection.assignment_id) == (31, 11)
+    assert (claim_2.selection.customer_id, claim_2.selection.assignment_id) == (61, 12)
+    assert claim_1.selection.token != claim_2.selection.token
+    assert await store.hopper_ids(owner, HOPPER) == []
+    assert await store.hopper_ids(owner, other) == []
+    (await locks_of(store.redis, owner)).assert_rule_4()
+
+
 async def test_many_move_on_refuses_all_while_the_locks_are_not_loaded(
     store: SelectionStore, owner: int
 ) -> None:
