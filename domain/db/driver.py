@@ -114,6 +114,23 @@ class Statement:
         driver = await _driver(conn)
         return [SimpleNamespace(**row) for row in await driver.fetchmany(sql, args)]
 
+    async def rows(self, conn: AsyncConnection, params: Mapping[str, Any]) -> list[Any]:
+        """Every row of a read (its columns as attributes, as ``first``'s): inside the caller's
+        transaction when one is open, else on its own, as an AUTOCOMMIT read runs (a read has
+        nothing to commit); through SQLAlchemy where the driver is not ``supported``."""
+        if not supported(conn):
+            return list((await conn.execute(self.statement, params)).all())
+        sql, args = self._args(conn, params)
+        raw = await conn.get_raw_connection()
+        adapter = raw.dbapi_connection
+        if (
+            conn.in_transaction()
+            and not adapter.autocommit
+            and getattr(adapter, "_transaction", None) is None
+        ):
+            await adapter._start_transaction()
+        return [SimpleNamespace(**row) for row in await raw.driver_connection.fetch(sql, *args)]
+
     async def tuples(
         self, conn: AsyncConnection, params: Mapping[str, Any]
     ) -> list[tuple[Any, ...]]:

@@ -37,6 +37,7 @@ from domain.db.codec import (
     setup_from_json,
     setup_to_json,
 )
+from domain.db.driver import Statement
 from domain.errors import Invalid, WatertightError
 from domain.flows import AVAILABLE, CustomerFlow
 from domain.listing import check_sort_keys
@@ -576,14 +577,17 @@ async def get_customer(
     conn: AsyncConnection, data_owner_id: int, customer_id: int
 ) -> Customer | None:
     """The customer, or None when it does not exist or is another data owner's (rule 3)."""
-    row = (await conn.execute(_GET_CUSTOMER, {"cid": customer_id, "owner": data_owner_id})).first()
-    return _customer(row) if row else None
+    rows = await _GET_CUSTOMER.rows(conn, {"cid": customer_id, "owner": data_owner_id})
+    return _customer(rows[0]) if rows else None
 
 
 # Hot-path statements are built once with bind parameters: SQLAlchemy then skips building the
 # statement and its cache key on every call (most of a short statement's CPU cost).
-_GET_CUSTOMER = select(t.customers).where(
-    t.customers.c.id == bindparam("cid"), t.customers.c.data_owner_id == bindparam("owner")
+# The customer is read on every select and every screen: on the driver (domain.db.driver).
+_GET_CUSTOMER = Statement(
+    select(t.customers).where(
+        t.customers.c.id == bindparam("cid"), t.customers.c.data_owner_id == bindparam("owner")
+    )
 )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.db import repositories as repo
 from domain.db import tables as t
+from domain.db.driver import Statement
 from domain.errors import NotFound
 from domain.flows import AVAILABLE, Outcome, valid_outcomes
 from domain.followups import my_work, side_panel
@@ -134,7 +135,7 @@ async def customer_names(conn: AsyncConnection, ids: Iterable[int]) -> dict[int,
 
 # Newest first through the customer's history index, each name looked up by its user's key: no
 # plan can read the whole users table for one customer's screen, whatever the statistics say.
-_HISTORY_NAMED = (
+_HISTORY_NAMED = Statement(
     select(
         t.history,
         select(t.users.c.name)
@@ -145,7 +146,7 @@ _HISTORY_NAMED = (
     .where(t.history.c.customer_id == bindparam("cid"))
     .order_by(t.history.c.id.desc())
     .limit(HISTORY_LIMIT)
-)
+)  # read on the driver (domain.db.driver), as the panel's follow-ups: every screen reads both
 
 
 async def last_history(
@@ -153,7 +154,7 @@ async def last_history(
 ) -> tuple[list[HistoryEvent], dict[int, str]]:
     """The customer's last HISTORY_LIMIT events in the order they were written, and the names
     of their users."""
-    rows = (await conn.execute(_HISTORY_NAMED, {"cid": customer_id})).all()
+    rows = await _HISTORY_NAMED.rows(conn, {"cid": customer_id})
     rows.reverse()
     events = [repo.history_event(r) for r in rows]
     return events, {r.user_id: r.user_name for r in rows if r.user_id is not None}
@@ -178,16 +179,20 @@ _PANEL_FOLLOW_UPS = (
 )
 _PANEL_IN = _PANEL_FOLLOW_UPS.where(_fu.assignment_id.in_(bindparam("aids", expanding=True)))
 # Rule 3 in the same read (repo.visible_assignment_ids as a subquery): one round trip less.
-_PANEL_ADMIN = _PANEL_FOLLOW_UPS.where(
-    _fu.assignment_id.in_(select(_a.id).where(_a.data_owner_id == bindparam("owner")))
+_PANEL_ADMIN = Statement(
+    _PANEL_FOLLOW_UPS.where(
+        _fu.assignment_id.in_(select(_a.id).where(_a.data_owner_id == bindparam("owner")))
+    )
 )
-_PANEL_GRANTED = _PANEL_FOLLOW_UPS.where(
-    _fu.assignment_id.in_(
-        select(_a.id).where(
-            _a.data_owner_id == bindparam("owner"),
-            _a.id.in_(
-                select(t.grants.c.assignment_id).where(t.grants.c.user_id == bindparam("uid"))
-            ),
+_PANEL_GRANTED = Statement(
+    _PANEL_FOLLOW_UPS.where(
+        _fu.assignment_id.in_(
+            select(_a.id).where(
+                _a.data_owner_id == bindparam("owner"),
+                _a.id.in_(
+                    select(t.grants.c.assignment_id).where(t.grants.c.user_id == bindparam("uid"))
+                ),
+            )
         )
     )
 )
@@ -202,14 +207,14 @@ async def _follow_ups_with_names(
     if assignment_ids is not None:
         if not assignment_ids:
             return [], {}
-        statement = _PANEL_IN
         params["aids"] = sorted(assignment_ids)
+        rows = (await conn.execute(_PANEL_IN, params)).all()  # an IN list: SQLAlchemy's
     elif not user.active:
         return [], {}
     else:
-        statement = _PANEL_ADMIN if user.role is Role.ADMIN else _PANEL_GRANTED
         params["owner"] = user.data_owner_id
-    rows = (await conn.execute(statement, params)).all()
+        panel = _PANEL_ADMIN if user.role is Role.ADMIN else _PANEL_GRANTED
+        rows = await panel.rows(conn, params)
     return [repo.follow_up_of(r) for r in rows], {r.customer_id: r.customer_name for r in rows}
 
 

@@ -134,3 +134,24 @@ async def test_many_runs_the_statement_once_per_set_of_parameters_in_order(
             await conn.execute(select(h.kind).where(h.customer_id == customer_id).order_by(h.id))
         ).all()
     assert [k for (k,) in kinds] == ["a", "b", "c"]
+
+
+async def test_a_read_runs_in_the_callers_transaction_or_on_its_own(engine: AsyncEngine) -> None:
+    """``rows``: inside an open transaction it sees that transaction's own writes; on a
+    connection with none open (a plain connect, or AUTOCOMMIT) it reads on its own and leaves
+    nothing open behind it."""
+    customer_id = await a_customer(engine)
+    kinds = driver.Statement(
+        select(h.kind, h.data).where(h.customer_id == bindparam("cid")).order_by(h.id)
+    )
+    with pytest.raises(RuntimeError, match="undone"):
+        async with engine.begin() as conn:
+            await ADD.first(conn, row_of(customer_id, "mine"))
+            seen = await kinds.rows(conn, {"cid": customer_id})
+            assert [(r.kind, r.data) for r in seen] == [("mine", {"token": 7, "n": [1]})]
+            raise RuntimeError("undone")
+    async with engine.connect() as conn:
+        assert await kinds.rows(conn, {"cid": customer_id}) == []
+        assert not conn.in_transaction() or not driver.supported(conn)
+    async with reads(engine).connect() as conn:
+        assert await kinds.rows(conn, {"cid": customer_id}) == []
