@@ -76,7 +76,9 @@ def reads(engine: AsyncEngine) -> AsyncEngine:
     """The same engine and pool for blocks that only read: on PostgreSQL each statement runs on
     its own (AUTOCOMMIT), which spares a read-only block its BEGIN and ROLLBACK round trips. At
     READ COMMITTED every statement takes its own snapshot inside a transaction as well, so a
-    reader sees nothing different. Never write through it: nothing would roll a write back.
+    reader sees nothing different. Never write through it, except a write that is one statement
+    (a selection's record: ``fencing.selection_recorded_in_one_statement``), which PostgreSQL
+    runs atomically as its own transaction: of several, nothing would roll the first ones back.
     SQLite begins no transaction for reads anyway: its engine as it is."""
     if engine.dialect.name != "postgresql":
         return engine

@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.db import repositories as repo
 from domain.db import tables as t
@@ -356,6 +356,13 @@ async def record_selected(
         qualifies_params,
     )
     return await _record_selected(conn, record)
+
+
+def selection_recorded_in_one_statement(engine: AsyncEngine) -> bool:
+    """``record_selected`` is one statement here (PostgreSQL: the selection, the older holding
+    cleared and the history row in one CTE), atomic on its own: it may run outside a
+    transaction (``domain.db.engine.reads``). SQLite's record is four statements."""
+    return engine.dialect.name == "postgresql"
 
 
 async def _record_selected(conn: AsyncConnection, record: SelectionRecord) -> bool:

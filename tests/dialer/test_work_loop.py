@@ -11,14 +11,18 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from list_work import ListWork, Stack, make_stack
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dialer.work_loop import WorkLoop
 from domain.db import repositories as repo
+from domain.db import tables as t
+from domain.db.engine import make_engine
 from domain.errors import Invalid, InvalidTransition, SelectionLost, UserHasSelection
 from domain.flows import AVAILABLE, CustomerFlow, DetailField, Outcome, Status
 from domain.model import AssignmentSetup, AttemptKind, FieldType, FollowUpKind, NextAction
 from presence.keys import HopperKey
+from presence.service import SelectionService
 
 OSLO = ZoneInfo("Europe/Oslo")  # the data owners' time zone here (repo.create_data_owner)
 FLOW = CustomerFlow(
@@ -404,6 +408,39 @@ async def test_rule_04_manual_select_while_holding_names_the_held_customer(
     with pytest.raises(UserHasSelection) as refused:
         await work_loop.select(agent, other)
     assert refused.value.customer_id == cid(screen)
+
+
+async def test_a_selection_is_recorded_in_one_statement_without_begin_or_commit(
+    engine: AsyncEngine, database: dict[str, str | None], stack: Stack, new_list: Any
+) -> None:
+    """On PostgreSQL a select's record is one statement, atomic on its own: it is sent without
+    BEGIN and COMMIT around it (two round trips fewer), and it is durable at once."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite records a selection in four statements, in a transaction")
+    work = await a_list(new_list, n=2)
+    agent, customer_id = work.agents[0], work.customer_ids[0]
+    one = make_engine(str(database["url"]), schema=database["schema"], pool_size=1)
+    try:
+        sent: list[str] = []
+        async with one.connect() as conn:  # the pool's only connection, logged from now on
+            driver = (await conn.get_raw_connection()).driver_connection
+            driver.add_query_logger(lambda record: sent.append(record.query))
+        selections = SelectionService(one, stack.store)
+        # The owner's locks are loaded from the database first (a transaction of its own).
+        await selections.select(work.owner, work.agents[1].id, work.customer_ids[1])
+        sent.clear()
+        customer = await selections.select(work.owner, agent.id, customer_id)
+        writes = [q for q in sent if "history" in q]
+        assert len(writes) == 1 and writes[0].lstrip().upper().startswith("WITH")
+        assert not [q for q in sent if q.strip(" ;").upper() in ("BEGIN", "COMMIT")]
+    finally:
+        await one.dispose()
+    held = select(t.customers.c.holder_user_id, t.customers.c.selection_token).where(
+        t.customers.c.id == customer_id
+    )
+    async with engine.connect() as conn:  # another connection sees it: committed
+        row = (await conn.execute(held)).one()
+    assert tuple(row) == (agent.id, customer.token)
 
 
 SMS_FLOW = CustomerFlow(
