@@ -549,7 +549,7 @@ class SelectionStore:
         owner = int(owner)
         now = self.clock() if now is None else int(now)
         # What the agents' steps share goes once (move_on_many.lua): a batch is sent and
-        # encoded in a third of the arguments of its move_on.lua calls.
+        # encoded in under half the keys and arguments of its move_on.lua calls.
         keys = [ready_key(owner), live_key(owner), fence_key(owner)]
         args: list[Any] = [
             len(moves),
@@ -604,16 +604,13 @@ class SelectionStore:
         keys = [live_key(owner), ready_key(owner)]
         args: list[Any] = [len(settles), owner_prefix(owner)]
         for released, selection in settles:
+            keys.append(customer_key(owner, released.customer_id))
+            args += (int(released.customer_id), int(released.user_id), int(released.token))
             if selection is None:
-                keys += (customer_key(owner, released.customer_id), keys[0])
-                args += (int(released.customer_id), int(released.user_id), int(released.token))
+                keys.append(keys[0])  # any key of the owner: unread without a new selection
                 args += ("", "")
             else:
-                keys += (
-                    customer_key(owner, released.customer_id),
-                    customer_key(owner, selection.customer_id),
-                )
-                args += (int(released.customer_id), int(released.user_id), int(released.token))
+                keys.append(customer_key(owner, selection.customer_id))
                 args += (int(selection.user_id), int(selection.token))
         replies = await self.scripts.settle_many(keys=keys, args=args)
         return [_settled_from(reply) for reply in replies]

@@ -204,13 +204,15 @@ class SelectionService:
         """Record a selection Redis made. False: the row refused it (``qualifies`` failed, or it
         was released meanwhile) or Redis no longer holds it; the caller drops it.
         ``qualifies_params``: values of bind parameters ``qualifies`` names, if any."""
-        if fencing.selection_recorded_in_one_statement(self.engine):
-            # Atomic on its own: no BEGIN and COMMIT around it, two round trips fewer a select.
-            async with self._on_its_own.connect() as conn:
-                recorded = await self._record_in(conn, selection, qualifies, qualifies_params)
-        else:
-            async with self.engine.begin() as conn:
-                recorded = await self._record_in(conn, selection, qualifies, qualifies_params)
+        # Atomic on its own where it is one statement: no BEGIN and COMMIT around it then, two
+        # round trips fewer a select.
+        block = (
+            self._on_its_own.connect()
+            if fencing.selection_recorded_in_one_statement(self.engine)
+            else self.engine.begin()
+        )
+        async with block as conn:
+            recorded = await self._record_in(conn, selection, qualifies, qualifies_params)
         return recorded and await self._confirm(selection)
 
     async def _record_in(

@@ -121,15 +121,8 @@ class Statement:
         if not supported(conn):
             return list((await conn.execute(self.statement, params)).all())
         sql, args = self._args(conn, params)
-        raw = await conn.get_raw_connection()
-        adapter = raw.dbapi_connection
-        if (
-            conn.in_transaction()
-            and not adapter.autocommit
-            and getattr(adapter, "_transaction", None) is None
-        ):
-            await adapter._start_transaction()
-        return [SimpleNamespace(**row) for row in await raw.driver_connection.fetch(sql, *args)]
+        driver = await _driver(conn, read=True)
+        return [SimpleNamespace(**row) for row in await driver.fetch(sql, *args)]
 
     async def tuples(
         self, conn: AsyncConnection, params: Mapping[str, Any]
@@ -142,14 +135,17 @@ class Statement:
         return [tuple(record) for record in await driver.fetch(sql, *args)]
 
 
-async def _driver(conn: AsyncConnection) -> Any:
+async def _driver(conn: AsyncConnection, *, read: bool = False) -> Any:
     """The asyncpg connection under ``conn``: on an AUTOCOMMIT connection (engine.reads) as it
-    is, each statement on its own; else with SQLAlchemy's transaction begun on it."""
+    is, each statement on its own; else with SQLAlchemy's transaction begun on it. ``read``:
+    the statement only reads, so outside a transaction it runs on its own too."""
     raw = await conn.get_raw_connection()
     adapter = raw.dbapi_connection
     if adapter.autocommit:
         return raw.driver_connection
     if not conn.in_transaction():
+        if read:
+            return raw.driver_connection  # nothing to commit
         # Outside engine.begin() nothing would commit a write: refuse, never lose it.
         raise RuntimeError("a driver statement runs inside a transaction (engine.begin())")
     if getattr(adapter, "_transaction", None) is None:
