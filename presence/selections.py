@@ -472,21 +472,21 @@ class SelectionStore:
     ) -> Refilled:
         """Append candidates in order (id, or (id, segment id)); held or queued ones are skipped.
         ``front``: put them before every candidate waiting instead, queued ones moved up too."""
-        pairs: list[str] = []
+        packed: list[str] = []  # 'id:segment' (refill.lua's ARGV[3], joined per call)
         for candidate in candidates:
             if isinstance(candidate, tuple):
                 customer_id, segment_id = candidate
             else:
                 customer_id, segment_id = candidate, None
-            pairs += [str(int(customer_id)), _arg_id(segment_id)]
+            packed.append(f"{int(customer_id)}:{_arg_id(segment_id)}")
         added, length = 0, await self.hopper_length(owner, hopper)
         keys = [hopper.key(owner), hopper.segments_key(owner)]
         mode = "front" if front else "back"
-        starts = range(0, len(pairs), 2 * REFILL_BATCH)
+        starts = range(0, len(packed), REFILL_BATCH)
         for start in reversed(starts) if front else starts:  # front: the last batch goes first
-            batch = pairs[start : start + 2 * REFILL_BATCH]
+            batch = ",".join(packed[start : start + REFILL_BATCH])
             reply = await self._run(
-                owner, self.scripts.refill, keys, [owner_prefix(owner), mode, *batch]
+                owner, self.scripts.refill, keys, [owner_prefix(owner), mode, batch]
             )
             added += int(reply[0])
             length = int(reply[1])

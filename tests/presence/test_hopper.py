@@ -53,6 +53,29 @@ async def test_rule_10_refill_appends_after_waiting_candidates(
     assert await store.hopper_ids(owner, HOPPER) == [5, 6, 7, 4]
 
 
+async def test_rule_10_a_refill_of_thousands_keeps_order_and_names_each_once(
+    store: SelectionStore, owner: int
+) -> None:
+    """More candidates than one script call and one variadic chunk take (1,000 each): the order
+    holds across calls, the waiting keep their place, held ones stay out, an id named twice
+    is added once, and each keeps its segment."""
+    await store.refill(owner, HOPPER, [(1500, 21), 10])
+    await store.select(owner, 50, 2000)
+    candidates = [(i, 21 if i % 2 else 22) for i in range(2501, 0, -1)]
+    candidates.insert(100, (2400, 22))  # named early, and again in its own place
+    refilled = await store.refill(owner, HOPPER, candidates)
+    fresh = dict.fromkeys(i for i, _ in candidates if i not in (1500, 10, 2000))
+    expected = [1500, 10, *fresh]
+    assert expected[102:104] == [2400, 2401]  # where it was named first
+    assert (refilled.added, refilled.length) == (2498, 2500)
+    assert await store.hopper_ids(owner, HOPPER) == expected
+    segment_of = {1500: 21, 10: None}  # as the refill that queued them said
+    for user, customer in enumerate(expected[:4], start=1):
+        claimed = (await store.claim_next(owner, user, HOPPER)).selection
+        assert claimed is not None and claimed.customer_id == customer
+        assert claimed.segment_id == segment_of.get(customer, 21 if customer % 2 else 22)
+
+
 async def test_rule_11_due_follow_ups_go_before_waiting_candidates(
     store: SelectionStore, owner: int
 ) -> None:
