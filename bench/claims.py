@@ -29,9 +29,11 @@ all the time), the share a hypervisor took (`steal`), this process's CPU per cla
 everything else's (`other_cpu_ms_per_claim`: PostgreSQL, Redis, anything else on the machine).
 `batches` says how the group commits grouped.
 
-PostgreSQL from DATABASE_URL, in a fresh schema dropped at the end; unset, a SQLite file in a
-temporary directory. Redis from REDIS_URL, else an embedded redis-server. The data owner gets a
-random large id and its Redis keys are deleted at the end. The last output line is JSON:
+PostgreSQL from DATABASE_URL, else the machine's own (postgres@127.0.0.1:5432/test) if it
+answers, in a fresh schema dropped at the end; else a SQLite file in a temporary directory.
+Redis from REDIS_URL, else the machine's own on 127.0.0.1:6379 if it answers, else an embedded
+redis-server (as bench/fanout.py). The data owner gets a random large id and its Redis keys are
+deleted at the end. The last output line is JSON:
 {"bench": "claims", "claims_per_s": .., "p50_ms": .., "p99_ms": .., "duplicates": 0,
  "redis_evalsha_per_s": .., "rate": 2000, "rate_claims_per_s": .., "saturated_p99_ms": ..,
  "db_floor_loops_per_s": .., "refill_1000_ms": .., "customers": N, "database": "postgresql"}
@@ -40,7 +42,6 @@ random large id and its Redis keys are deleted at the end. The last output line 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -51,7 +52,7 @@ import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,23 +61,29 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis.asyncio as aioredis
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench._nodes import CpuWindow, analyze, forget_owner, percentile
+from bench._nodes import (
+    LOCAL_REDIS,
+    CpuWindow,
+    analyze,
+    database,
+    forget_owner,
+    percentile,
+    redis_server,
+)
 from dialer.hopper import Hopper
 from dialer.next_customer import NextCustomer
 from domain.db import fencing
 from domain.db import repositories as repo
 from domain.db import tables as t
-from domain.db.engine import async_url, make_engine, migrate
 from domain.db.outcomes import Outcomes
 from domain.flows import AVAILABLE, CustomerFlow, Outcome, Status
 from domain.model import AssignmentSetup, CrmKind, HistoryKind, Role
 from presence.keys import HopperKey
 from presence.selections import SelectionStore
 from presence.service import SelectionService
-from realtime.embedded import EmbeddedRedis
 from realtime.services import freeze_startup_heap
 
 # Both outcomes take the customer out of `available`: a second hand-out is always a duplicate.
@@ -95,7 +102,17 @@ OUTCOMES = ("sale", "not_interested")
 SEED_BATCH = 50_000
 REFILL_RUNS = 5
 EVALSHA_SECONDS = 3.0
+PHASE_GAP_S = 1.0
+"""Quiet between the phases: the paced agents start on a process and a database that have
+finished the flat-out phase's releases and commits, not in their wake."""
 TRIVIAL = "-- trivial: no keys, no arguments; returns 1 (the round trip alone)\nreturn 1"
+
+
+def redis_kind(url: str) -> str:
+    """Which Redis the run used: REDIS_URL's, the machine's own, or one it started."""
+    if url == os.environ.get("REDIS_URL"):
+        return "external"
+    return "local" if url == LOCAL_REDIS else "embedded"
 
 
 def env_int(name: str, default: int) -> int:
@@ -136,43 +153,6 @@ class Tally:
 
 
 # Set-up ---------------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def database(url: str) -> AsyncIterator[tuple[AsyncEngine, str]]:
-    """A migrated database of this run alone: a fresh PostgreSQL schema, or a SQLite file."""
-    pool = env_int("BENCH_CLAIMS_POOL", 32)
-    if url.startswith("sqlite"):
-        engine = make_engine(url)
-        await migrate(engine)
-        try:
-            yield engine, "sqlite"
-        finally:
-            await engine.dispose()
-        return
-    schema = f"bench_claims_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(url)
-    async with admin.begin() as conn:
-        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = make_engine(url, schema=schema, pool_size=pool)
-    try:
-        await migrate(engine)
-        yield engine, "postgresql"
-    finally:
-        await engine.dispose()
-        async with admin.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
-
-
-@contextlib.asynccontextmanager
-async def redis_server(work_dir: Path) -> AsyncIterator[tuple[str, str]]:
-    configured = os.environ.get("REDIS_URL")
-    if configured:
-        yield configured, "external"
-        return
-    with EmbeddedRedis(work_dir / "redis") as server:
-        yield server.url, "embedded"
 
 
 async def seed(engine: AsyncEngine, n: int, n_agents: int) -> Bench:
@@ -471,8 +451,6 @@ async def agent(
         )
     else:
         tally.empty += 1
-    # The phase ends: let go of what it holds (not timed), as work.stop does.
-    await dialer.selections.release_user(bench.owner, user_id)
 
 
 async def run_agents(
@@ -511,6 +489,11 @@ async def run_agents(
     await asyncio.gather(*(guarded(i, u) for i, u in enumerate(bench.agents)))
     tally.machine = window.stop()
     tally.cpu_s = time.process_time() - cpu
+    # The phase has ended for every agent: now they let go of what they hold, as work.stop
+    # does (not timed; while agents still claimed, 200 releases at once would weigh on the
+    # last claims of a phase they are not part of).
+    release = dialer.selections.release_user
+    await asyncio.gather(*(release(bench.owner, user_id) for user_id in bench.agents))
     return tally, max(tally.last - started, 1e-9)
 
 
@@ -563,8 +546,12 @@ async def main() -> dict[str, Any]:
     paced_seconds = float(os.environ.get("BENCH_CLAIMS_PACED_SECONDS") or 20)
     with tempfile.TemporaryDirectory(prefix="bench-claims-") as tmp:
         work_dir = Path(tmp)
-        url = async_url(os.environ.get("DATABASE_URL"), work_dir / "claims.sqlite3")
-        async with database(url) as (engine, backend), redis_server(work_dir) as (redis_url, rk):
+        pool = env_int("BENCH_CLAIMS_POOL", 32)
+        async with (
+            database(work_dir, "claims", probe_local=True, pool_size=pool) as db,
+            redis_server(work_dir, probe_local=True) as redis_url,
+        ):
+            engine = db.engine
             client = aioredis.Redis.from_url(
                 redis_url, decode_responses=True, max_connections=2 * n_agents + 64
             )
@@ -589,6 +576,8 @@ async def main() -> dict[str, Any]:
                 log(f"flat out: {n_agents} agents for {seconds:.0f} s")
                 flat, flat_s = await run_agents(dialer, outcomes, bench, handed_out, seconds, most)
                 log(f"flat out: {phase_figures(flat, flat_s)}")
+                await dialer.hopper.drain()
+                await asyncio.sleep(PHASE_GAP_S)
                 log(f"paced: {n_agents} agents at {rate:,.0f} claims/s for {paced_seconds:.0f} s")
                 paced, paced_s = await run_agents(
                     dialer, outcomes, bench, handed_out, paced_seconds, most, rate
@@ -640,8 +629,8 @@ async def main() -> dict[str, Any]:
         "refill_1000_ms": round(statistics.median(refills + refills_after), 1),
         "refill_1000_runs_ms": [round(r, 1) for r in refills + refills_after],
         "customers": n,
-        "database": backend,
-        "redis": rk,
+        "database": db.kind,
+        "redis": redis_kind(redis_url),
         "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
     }
 
