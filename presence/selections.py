@@ -479,7 +479,9 @@ class SelectionStore:
             else:
                 customer_id, segment_id = candidate, None
             packed.append(f"{int(customer_id)}:{_arg_id(segment_id)}")
-        added, length = 0, await self.hopper_length(owner, hopper)
+        if not packed:
+            return Refilled(0, await self.hopper_length(owner, hopper))
+        added, length = 0, 0
         keys = [hopper.key(owner), hopper.segments_key(owner)]
         mode = "front" if front else "back"
         starts = range(0, len(packed), REFILL_BATCH)

@@ -68,10 +68,12 @@ for i = 1, #ids do
     end
   end
 end
-for first = 1, #members, 2 * CHUNK do
-  redis.call('ZADD', KEYS[1], unpack(members, first, math.min(first + 2 * CHUNK - 1, #members)))
+-- score, member / field, value pairs: CHUNK pairs per call
+local function write(command, key, pairs)
+  for first = 1, #pairs, 2 * CHUNK do
+    redis.call(command, key, unpack(pairs, first, math.min(first + 2 * CHUNK - 1, #pairs)))
+  end
 end
-for first = 1, #segment_of, 2 * CHUNK do
-  redis.call('HSET', KEYS[2], unpack(segment_of, first, math.min(first + 2 * CHUNK - 1, #segment_of)))
-end
+write('ZADD', KEYS[1], members)
+write('HSET', KEYS[2], segment_of)
 return {added, redis.call('ZCARD', KEYS[1])}
