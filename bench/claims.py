@@ -2,10 +2,11 @@
 
 One assignment of BENCH_CLAIMS_CUSTOMERS customers (default 1,000,000) and BENCH_CLAIMS_AGENTS
 agents (default 200) as asyncio tasks of this one process, each looping claim -> outcome -> next
-through the service layer (NextCustomer, SelectionService, domain.db.outcomes.Outcomes: what
-`customer.save` uses, so agents saving at the same moment share a transaction). Every outcome is
-progressive (the customer leaves `available`), so no customer may be handed out twice at all:
-duplicates are counted in this process and again from the database's history.
+through the service layer as `customer.save` with "next from list" does: the outcome, the release
+and the next claim in one transaction (NextCustomer.save_and_move_on), shared with the agents
+saving at the same moment (a group commit). Every outcome is progressive (the customer leaves
+`available`), so no customer may be handed out twice at all: duplicates are counted in this
+process and again from the database's history.
 
 Two phases, BENCH_CLAIMS_SECONDS (default 20) and BENCH_CLAIMS_PACED_SECONDS (default 20) each
 (or BENCH_CLAIMS_MAX claims):
@@ -16,8 +17,8 @@ Two phases, BENCH_CLAIMS_SECONDS (default 20) and BENCH_CLAIMS_PACED_SECONDS (de
   target), each agent on a fixed grid (a real agent talks between two customers); `p50_ms` and
   `p99_ms` are the claims' latencies at that rate, `rate_claims_per_s` the rate reached, and
   `late` counts the agents' slots missed.
-A claim's latency is the call handing out the customer (the first claim, then each move on:
-release and claim together).
+A claim's latency is the call handing out the customer (the first claim, then each save going
+next: outcome, release and claim together).
 
 Beside them, the same run times Hopper.refill of 1,000 candidates from the full table (before
 and after the phases), a bare EVALSHA loop on the same Redis client with as many tasks, and
@@ -79,6 +80,7 @@ from domain.db import fencing
 from domain.db import repositories as repo
 from domain.db import tables as t
 from domain.db.outcomes import Outcomes
+from domain.errors import SelectionLost
 from domain.flows import AVAILABLE, CustomerFlow, Outcome, Status
 from domain.model import AssignmentSetup, CrmKind, HistoryKind, Role
 from presence.keys import HopperKey
@@ -439,18 +441,27 @@ async def agent(
             tally.duplicates += 1
         tally.handed_out.add(selection.customer_id)
         holding = fencing.Holding(selection.customer_id, user_id, selection.token)
-        ask = fencing.OutcomeAsk(holding, rng.choice(OUTCOMES), {}, datetime.now(UTC))
-        await outcomes.save(ask)
-        tally.outcomes += 1
         if not budget():
+            # The phase is over: the last outcome is saved on its own (as "save, then My Work").
+            await outcomes.save(_outcome(rng, holding))
+            tally.outcomes += 1
             break
         await wait()
-        # As customer.save goes on: the selection it ends is named (its token checked).
-        _released, selection = await timed(
-            dialer.move_on(bench.owner, user_id, bench.assignment_id, expected=selection)
+        # As customer.save with "next from list" goes on: the outcome, the release of the
+        # customer saved and the next claim, in one transaction (NextCustomer.save_and_move_on).
+        _saved, moved = await timed(
+            dialer.save_and_move_on(selection, _outcome(rng, holding), bench.assignment_id)
         )
+        tally.outcomes += 1
+        if isinstance(moved, SelectionLost):
+            raise moved
+        _released, selection = moved
     else:
         tally.empty += 1
+
+
+def _outcome(rng: random.Random, holding: fencing.Holding) -> fencing.OutcomeAsk:
+    return fencing.OutcomeAsk(holding, rng.choice(OUTCOMES), {}, datetime.now(UTC))
 
 
 async def run_agents(

@@ -307,6 +307,10 @@ class Dialer:
         await self._end_call(seat)
         await self._drop(seat)
 
+    def seated(self, owner: int, user_id: int) -> bool:
+        """The agent works a list through the dialer here (a seat: its calls and timers)."""
+        return (owner, user_id) in self._seats
+
     def snapshot(self, owner: int, user_id: int) -> AgentSnapshot:
         """The agent's dialing state and running timer, for the realtime layer to show."""
         seat = self._seats.get((owner, user_id))

@@ -18,11 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dialer.hopper import Hopper, in_list_bound, in_list_params
 from domain.db import repositories as repo
-from domain.errors import NotFound
+from domain.db.fencing import OutcomeAsk, OutcomeResult
+from domain.errors import NotFound, SelectionLost
 from domain.model import Assignment, Crm, WorkMode
 from presence.keys import HopperKey
 from presence.selections import Released, Selection, StoreNotReady
-from presence.service import SelectionService
+from presence.service import MovedOn, SelectionService
 
 MAX_TRIES = 50
 """Claims, refills and waits for another process's refill, per hand-out: bounded."""
@@ -107,10 +108,8 @@ class NextCustomer:
     ) -> tuple[Released | None, Selection | None]:
         """``next``, also saying what it ended; ``expected``: the selection to end (else
         SelectionLost). The release and the first claim share one transaction."""
-        assignment, crm = await self.list_of(owner, assignment_id)
-        hopper = HopperKey.of(assignment_id, segment_ids)
-        await self.hopper.put_due_first(owner, assignment, crm, hopper)
-        released, made, selection = await self.selections.move_on(
+        assignment, crm, hopper = await self._ready_to_claim(owner, assignment_id, segment_ids)
+        moved = await self.selections.move_on(
             owner,
             user_id,
             hopper,
@@ -118,6 +117,56 @@ class NextCustomer:
             qualifies=self._qualifies(assignment, hopper),
             qualifies_params=in_list_params(assignment, self.hopper.clock()),
         )
+        return await self._moved(owner, user_id, assignment, crm, hopper, segment_ids, moved)
+
+    async def save_and_move_on(
+        self,
+        held: Selection,
+        outcome: OutcomeAsk,
+        assignment_id: int,
+        segment_ids: Collection[int] | None = None,
+    ) -> tuple[OutcomeResult, tuple[Released | None, Selection | None] | SelectionLost]:
+        """customer.save going on to the next of the list: the holder's outcome of ``held``,
+        its release and the first claim in one transaction. A refused outcome raises (nothing
+        moved on); once it stands, the move on's own SelectionLost comes back beside it."""
+        owner = held.owner
+        assignment, crm, hopper = await self._ready_to_claim(owner, assignment_id, segment_ids)
+        saved, moved = await self.selections.save_and_move_on(
+            held,
+            hopper,
+            outcome,
+            qualifies=self._qualifies(assignment, hopper),
+            qualifies_params=in_list_params(assignment, self.hopper.clock()),
+        )
+        assert saved is not None  # an outcome was asked
+        if isinstance(moved, SelectionLost):
+            return saved, moved
+        return saved, await self._moved(
+            owner, held.user_id, assignment, crm, hopper, segment_ids, moved
+        )
+
+    async def _ready_to_claim(
+        self, owner: int, assignment_id: int, segment_ids: Collection[int] | None
+    ) -> tuple[Assignment, Crm | None, HopperKey]:
+        """The list and its hopper, due shared follow-ups put first (rule 11)."""
+        assignment, crm = await self.list_of(owner, assignment_id)
+        hopper = HopperKey.of(assignment_id, segment_ids)
+        await self.hopper.put_due_first(owner, assignment, crm, hopper)
+        return assignment, crm, hopper
+
+    async def _moved(
+        self,
+        owner: int,
+        user_id: int,
+        assignment: Assignment,
+        crm: Crm | None,
+        hopper: HopperKey,
+        segment_ids: Collection[int] | None,
+        moved: MovedOn,
+    ) -> tuple[Released | None, Selection | None]:
+        """After a move on's release and claim: refill the hopper when it runs low; claim on
+        the usual way when the move on recorded nobody."""
+        released, made, selection = moved
         if (
             made is not None
             and made.selection is not None
@@ -125,7 +174,7 @@ class NextCustomer:
         ):
             self.hopper.refill_soon(owner, assignment, crm, hopper)
         if selection is None:
-            selection = await self.claim(owner, user_id, assignment_id, segment_ids)
+            selection = await self.claim(owner, user_id, assignment.id, segment_ids)
         return released, selection
 
     async def claim(

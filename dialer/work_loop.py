@@ -78,6 +78,8 @@ class Dialing(Protocol):
 
     def snapshot(self, owner: int, user_id: int) -> Any: ...
 
+    def seated(self, owner: int, user_id: int) -> bool: ...
+
 
 def work_list_key(owner: int, user_id: int) -> str:
     """String: the list the user works (JSON), so "next from list" knows where to go on."""
@@ -230,23 +232,37 @@ class WorkLoop:
         """customer.save: the outcome with its details (and follow-up); then go next."""
         selection = await self._held(user, customer_id, token)
         choice = check_next(selection.mode, next_action)
-        # Rules 15, 18, 23: the outcome, its follow-ups and its SMS in one transaction, shared
-        # with the other agents saving at this moment (domain.db.outcomes).
-        result = await self.outcomes.save(
-            fencing.OutcomeAsk(
-                fencing.Holding(customer_id, user.id, token),
-                outcome_id,
-                details,
-                self.clock(),
-                follow_up_at,
-            )
+        ask = fencing.OutcomeAsk(
+            fencing.Holding(customer_id, user.id, token),
+            outcome_id,
+            details,
+            self.clock(),
+            follow_up_at,
         )
+        work = await self._moving_on_in(user, selection, choice)
+        if work is None:
+            # Rules 15, 18, 23: the outcome, its follow-ups and its SMS in one transaction,
+            # shared with the other agents saving at this moment (domain.db.outcomes).
+            result = await self.outcomes.save(ask)
+            await self._note_follow_up(user, result)
+            return await self._go_next(user, selection, choice)
+        # Next from a preview list: the outcome, the release and the next claim in one
+        # transaction, shared with the agents saving or moving on at this moment.
+        result, moved = await self.dialer.save_and_move_on(
+            selection, ask, work.assignment_id, work.segment_ids or None
+        )
+        await self._note_follow_up(user, result)
+        if isinstance(moved, SelectionLost):
+            raise moved
+        return await self._moved_on(user, *moved)
+
+    async def _note_follow_up(self, user: User, result: fencing.OutcomeResult) -> None:
+        """A shared follow-up the outcome made goes first in its list once due (rule 11)."""
         made = result.follow_up
         if made is not None and made.kind is FollowUpKind.SHARED:
             await self.dialer.note_due(
-                user.data_owner_id, result.assignment_id, customer_id, made.due_at
+                user.data_owner_id, result.assignment_id, result.customer_id, made.due_at
             )
-        return await self._go_next(user, selection, choice)
 
     async def edit(
         self, user: User, customer_id: int, token: int, values: Mapping[str, Any]
@@ -327,6 +343,28 @@ class WorkLoop:
         released, claimed = await self.dialer.move_on(
             owner, user.id, work.assignment_id, work.segment_ids or None, expected=selection
         )
+        return await self._moved_on(user, released, claimed)
+
+    async def _moving_on_in(
+        self, user: User, selection: Selection, choice: NextAction
+    ) -> WorkList | None:
+        """The preview list a save goes on in with its outcome in the move on's transaction
+        (``NextCustomer.save_and_move_on``); None: it goes next the usual way, after the
+        outcome (My Work, continue, a dialed list, or an agent on a dialer seat, whose call
+        of the saved customer ends before it moves on)."""
+        if choice is not NextAction.NEXT_FROM_LIST:
+            return None
+        owner = user.data_owner_id
+        if self.calls is not None and self.calls.seated(owner, user.id):
+            return None
+        work = await self._work_list(owner, user.id) or WorkList(int(selection.assignment_id or 0))
+        assignment, _crm = await self.dialer.list_of(owner, work.assignment_id)
+        return None if self._dialed(assignment) else work
+
+    async def _moved_on(
+        self, user: User, released: Released | None, claimed: Selection | None
+    ) -> Step:
+        step = Step()
         if released is not None:
             step.released.append(released)
         if claimed is not None:

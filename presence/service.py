@@ -23,8 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from domain.db import fencing
 from domain.db import repositories as repo
 from domain.db.engine import reads
+from domain.db.fencing import OutcomeAsk, OutcomeResult
 from domain.db.group_commit import GroupCommit, batches_at_once
-from domain.errors import NotFound, SelectionLost
+from domain.db.outcomes import record_together, save_alone
+from domain.errors import DomainError, NotFound, SelectionLost
 from domain.model import Customer, WorkMode
 from presence.keys import HopperKey
 from presence.selections import (
@@ -53,6 +55,10 @@ MOVE_ON_BATCH = 64
 MovedOn = tuple[Released | None, Claim | None, Selection | None]
 """What a move on did: the selection ended, the claim made, the selection recorded from it."""
 
+SavedAndMovedOn = tuple[OutcomeResult | None, MovedOn | SelectionLost]
+"""What a move on with an outcome did: the outcome saved (None: no outcome asked), then the
+move on, or the SelectionLost it alone met after the outcome stood."""
+
 
 @dataclass(frozen=True, slots=True)
 class _MoveOn:
@@ -62,6 +68,8 @@ class _MoveOn:
     hopper: HopperKey
     qualifies: ColumnElement[bool] | None
     qualifies_params: Mapping[str, Any] | None
+    outcome: OutcomeAsk | None = None
+    """The holder's outcome of ``held``, saved first in the same transaction (customer.save)."""
 
 
 def _release_record(held: Selection, at: datetime) -> fencing.ReleaseRecord:
@@ -104,6 +112,15 @@ def to_ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
 
 
+class _Untouched(Exception):
+    """A batch of moves on failed in the database before its Redis step: nothing of it stayed
+    anywhere (``cause``: what failed), so each move may go again alone."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 class SelectionService:
     """Select, claim-recording and release for every data owner, Redis and database together."""
 
@@ -112,7 +129,7 @@ class SelectionService:
         self._on_its_own = reads(engine)  # each statement its own transaction (PostgreSQL)
         self.store = store
         self._rebuilding: dict[int, asyncio.Lock] = {}
-        self.move_ons: GroupCommit[_MoveOn, MovedOn] = GroupCommit(
+        self.move_ons: GroupCommit[_MoveOn, SavedAndMovedOn] = GroupCommit(
             self._move_on_many,
             key=lambda move: move.held.user_id,
             group=lambda move: move.held.owner,
@@ -433,7 +450,7 @@ class SelectionService:
                 if current is None:
                     return None, None, None
             try:
-                return await self.move_ons.submit(
+                _none, moved = await self.move_ons.submit(
                     _MoveOn(current, hopper, qualifies, qualifies_params)
                 )
             except StoreNotReady:
@@ -443,14 +460,48 @@ class SelectionService:
                 if expected is not None:
                     raise
                 continue  # ended meanwhile (a supervisor): look again
+            if isinstance(moved, SelectionLost):
+                raise moved  # (a move without an outcome has it raised by the submit)
+            return moved
         return None, None, None
 
-    async def _move_on_many(self, moves: list[_MoveOn]) -> list[MovedOn | Exception]:
+    async def save_and_move_on(
+        self,
+        held: Selection,
+        hopper: HopperKey,
+        outcome: OutcomeAsk,
+        *,
+        qualifies: ColumnElement[bool] | None = None,
+        qualifies_params: Mapping[str, Any] | None = None,
+    ) -> SavedAndMovedOn:
+        """customer.save going on to the next from the list: the holder's ``outcome`` of
+        ``held`` (rules 15, 18, 23), then ``move_on`` from it (``expected``: ``held``), in one
+        transaction, shared with the agents saving or moving on at this moment. A refused
+        outcome (SelectionLost, InvalidTransition, ...) raises and nothing moved on. Once the
+        outcome stands, the move on's own SelectionLost is its answer (second), not raised."""
+        for _ in range(NOT_READY_RETRIES * 2):
+            try:
+                return await self.move_ons.submit(
+                    _MoveOn(held, hopper, qualifies, qualifies_params, outcome)
+                )
+            except StoreNotReady:
+                await self.ensure_ready(held.owner)  # lost before the commit: all rolled back
+        raise StoreNotReady(held.owner)
+
+    async def _move_on_many(self, moves: list[_MoveOn]) -> list[SavedAndMovedOn | Exception]:
         """A batch of moves on (one data owner, one per user): on PostgreSQL in one
         transaction and one Redis step for all; elsewhere one after another."""
         if self.engine.dialect.name == "postgresql":
-            return await self._move_on_together(moves)
-        answers: list[MovedOn | Exception] = []
+            try:
+                return await self._move_on_together(moves)
+            except StoreNotReady:
+                raise  # nothing stayed: every caller loads and goes again
+            except _Untouched as failed:
+                if len(moves) == 1:
+                    raise failed.cause from None
+                # The database refused the batch before Redis moved: nothing of it stayed,
+                # so each goes again alone and only the one at fault fails.
+        answers: list[SavedAndMovedOn | Exception] = []
         for move in moves:
             try:
                 answers.append(await self._move_on_alone(move))
@@ -458,7 +509,21 @@ class SelectionService:
                 answers.append(refused)
         return answers
 
-    async def _move_on_alone(self, move: _MoveOn) -> MovedOn:
+    async def _move_on_alone(self, move: _MoveOn) -> SavedAndMovedOn:
+        saved = None
+        if move.outcome is not None:
+            answer = await save_alone(self.engine, move.outcome)
+            if isinstance(answer, Exception):
+                raise answer
+            saved = answer
+        try:
+            return saved, await self._move_alone(move)
+        except SelectionLost as lost:
+            if saved is None:
+                raise
+            return saved, lost
+
+    async def _move_alone(self, move: _MoveOn) -> MovedOn:
         claims: list[Claim] = []  # what the Redis step claimed, for the caller's refill
         released, selection = await self._release_and_record(
             move.held,
@@ -468,58 +533,74 @@ class SelectionService:
         )
         return released, claims[0] if claims else None, selection
 
-    async def _move_on_together(self, moves: list[_MoveOn]) -> list[MovedOn | Exception]:
+    async def _move_on_together(self, moves: list[_MoveOn]) -> list[SavedAndMovedOn | Exception]:
         """``_release_and_record`` for many moves on at once, in the same order of steps: the
-        held rows locked (in customer order), then one Redis step (``move_on_many.lua``), then
-        the releases and the selections recorded (pipelined), then the commit, then one look
-        at Redis for all (``settle_many.lua``). A move whose selection was not live answers
-        SelectionLost and writes nothing; the others go on."""
+        outcomes asked saved (their fences lock their rows) and the other held rows locked (in
+        customer order), then one Redis step (``move_on_many.lua``), then each release and the
+        selection in its place recorded (one statement a move, pipelined), then the commit,
+        then one look at Redis for all (``settle_many.lua``). A move whose outcome was
+        refused, or whose selection was not live, answers that refusal and writes nothing; the
+        others go on. Raises _Untouched when the database failed before the Redis step
+        (nothing of the batch stayed)."""
         owner = moves[0].held.owner
         now = datetime.now(UTC)
-        answers: list[MovedOn | Exception | None] = [None] * len(moves)
+        answers: list[SavedAndMovedOn | Exception | None] = [None] * len(moves)
+        saved: dict[int, OutcomeResult] = {}
         done: list[tuple[int, Released, Claim | None]] = []  # what Redis did, once it did
-        records: list[tuple[int, fencing.SelectionRecord]] = []
+        touched = False
         try:
             async with self.engine.connect() as conn:
                 transaction = await conn.begin()
                 try:
-                    await fencing.lock_customers(conn, owner, [m.held.customer_id for m in moves])
-                    steps = await self.store.move_on_many(
-                        owner, [(m.held, m.hopper) for m in moves]
+                    await self._save_outcomes(conn, moves, answers, saved)
+                    await fencing.lock_customers(
+                        conn, owner, [m.held.customer_id for m in moves if m.outcome is None]
                     )
-                    for i, step in enumerate(steps):
+                    going = [i for i, answer in enumerate(answers) if answer is None]
+                    touched = True
+                    steps = await self.store.move_on_many(
+                        owner, [(moves[i].held, moves[i].hopper) for i in going]
+                    )
+                    for i, step in zip(going, steps, strict=True):
                         if isinstance(step, SelectionLost):
-                            answers[i] = step
+                            answers[i] = (saved[i], step) if i in saved else step
                         elif step[0] is None:
-                            answers[i] = (None, None, None)  # nobody held it: nothing written
+                            # Nobody held it: nothing written.
+                            answers[i] = (saved.get(i), (None, None, None))
                         else:
                             done.append((i, step[0], step[1]))
-                    await fencing.record_releases(
-                        conn, [_release_record(moves[i].held, now) for i, _r, _c in done]
-                    )
-                    for i, _released, claim in done:
-                        if claim is not None and claim.selection is not None:
-                            move = moves[i]
-                            records.append(
-                                (
-                                    i,
-                                    _selection_record(
-                                        claim.selection, move.qualifies, move.qualifies_params
-                                    ),
-                                )
+                    recorded = await fencing.record_moves_on(
+                        conn,
+                        [
+                            (
+                                _release_record(moves[i].held, now),
+                                None
+                                if claim is None or claim.selection is None
+                                else _selection_record(
+                                    claim.selection, moves[i].qualifies, moves[i].qualifies_params
+                                ),
                             )
-                    recorded = await fencing.record_selections(conn, [r for _i, r in records])
+                            for i, _released, claim in done
+                        ],
+                    )
                     await transaction.commit()
                 except BaseException:
                     await transaction.rollback()
                     raise
-        except Exception:
+        except Exception as failed:
+            if not touched:
+                raise _Untouched(failed) from failed
             for i, released, claim in done:
+                outcome = moves[i].outcome
+                if outcome is not None:
+                    # Rolled back with the rest while Redis let go: the holder's outcome is
+                    # saved again on its own before the release is recorded (or it is lost).
+                    await save_alone(self.engine, outcome)
                 await self._undo_uncommitted(
                     released, moves[i].held.user_id, now, claim and claim.selection
                 )
             raise
-        stands = {i for (i, _record), ok in zip(records, recorded, strict=True) if ok}
+        stands = {i for (i, _released, _claim), ok in zip(done, recorded, strict=True) if ok}
         held_now = await self._settle_many(
             owner,
             [
@@ -530,8 +611,27 @@ class SelectionService:
         for (i, released, claim), held in zip(done, held_now, strict=True):
             selection = None if claim is None else claim.selection
             kept = await self._kept(selection, i in stands, held)
-            answers[i] = (released, claim, kept)
+            answers[i] = (saved.get(i), (released, claim, kept))
         return [answer for answer in answers if answer is not None]
+
+    async def _save_outcomes(
+        self,
+        conn: AsyncConnection,
+        moves: list[_MoveOn],
+        answers: list[SavedAndMovedOn | Exception | None],
+        saved: dict[int, OutcomeResult],
+    ) -> None:
+        """The outcomes a batch's moves ask, saved in its transaction: each one saved goes in
+        ``saved``; a refused one is its move's answer (it does not move on)."""
+        asking = [(i, move.outcome) for i, move in enumerate(moves) if move.outcome is not None]
+        if not asking:
+            return
+        results = await record_together(conn, [ask for _i, ask in asking])
+        for (i, _ask), result in zip(asking, results, strict=True):
+            if isinstance(result, DomainError):
+                answers[i] = result
+            else:
+                saved[i] = result
 
     async def _release_and_claim(
         self, held: Selection, hopper: HopperKey, claims: list[Claim]

@@ -250,33 +250,44 @@ def _select_statement(qualifies: ColumnElement[bool] | None, postgresql: bool) -
         update(t.customers).where(*conditions).values(**_SELECTED_VALUES).returning(c.id)
     )
     if postgresql:
-        # One round trip: the selection, the older holdings cleared (only when the selection
-        # was written) and the 'selected' history row (returned: none when refused).
-        written = statement.cte("selected")
-        older = _CLEAR_OLDER_HOLDING.where(select(written.c.id).exists()).cte("older")
-        latest = _latest_selection(
-            pg_insert(t.user_selections).from_select(
-                ["user_id", "customer_id", "token"],
-                select(
-                    bindparam("uid", type_=_us.user_id.type),
-                    written.c.id,
-                    bindparam("new_token", type_=_us.token.type),
-                ),
-            )
-        ).cte("latest")
-        statement = (
-            insert(t.history)
-            .from_select(
-                list(_HISTORY_COLUMNS),
-                select(written.c.id, *(_HISTORY_VALUES[k] for k in _HISTORY_COLUMNS[1:])),
-            )
-            .returning(_h.id, _h.customer_id)
-            .add_cte(older)
-            .add_cte(latest)
-        )
-        statement = Statement(statement)
+        statement = Statement(_recorded_with_history(statement))
     _selects[key] = (qualifies, statement)
     return statement
+
+
+def _recorded_with_history(selected: Update, *, releasing: bool = False) -> Insert:
+    """One round trip (PostgreSQL): the selection (``selected``), the older holdings cleared
+    (only when the selection was written) and the 'selected' history row (returned: none when
+    refused). ``releasing``: the statement releases the customer r_cid first, with its history
+    row (_RELEASED_HISTORY, a move on), which is then no older holding to clear (one statement
+    updates a row once)."""
+    written = selected.cte("selected")
+    clear = _CLEAR_OLDER_HOLDING.where(select(written.c.id).exists())
+    rows = select(written.c.id, *(_HISTORY_VALUES[k] for k in _HISTORY_COLUMNS[1:]))
+    if releasing:
+        clear = clear.where(c.id != bindparam("r_cid"))
+        # Read here, the release's history row is written before the selection's.
+        rows = rows.where(
+            select(func.count()).select_from(_RELEASED_HISTORY).scalar_subquery() >= 0
+        )
+    older = clear.cte("older")
+    latest = _latest_selection(
+        pg_insert(t.user_selections).from_select(
+            ["user_id", "customer_id", "token"],
+            select(
+                bindparam("uid", type_=_us.user_id.type),
+                written.c.id,
+                bindparam("new_token", type_=_us.token.type),
+            ),
+        )
+    ).cte("latest")
+    return (
+        insert(t.history)
+        .from_select(list(_HISTORY_COLUMNS), rows)
+        .returning(_h.id, _h.customer_id)
+        .add_cte(older)
+        .add_cte(latest)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,6 +541,92 @@ async def lock_customers(conn: AsyncConnection, owner: int, customer_ids: Sequen
 
 
 _RELEASE_WITH_HISTORY = Statement(_with_history(_RELEASE))
+
+# A move on's release and the selection in its place (PostgreSQL), one statement: the release
+# of the customer left (its parameters r_*: another customer than the selection's) with its
+# history row, as CTEs of the selection's record.
+_RELEASED_VALUES = {
+    name: bindparam(f"r_{name}", type_=getattr(_h, name).type) for name in _HISTORY_COLUMNS
+}
+_RELEASE_IN_MOVE = (
+    update(t.customers)
+    .where(
+        c.id == bindparam("r_cid"),
+        c.data_owner_id == bindparam("owner"),
+        or_(c.selection_token.is_(None), c.selection_token <= bindparam("r_token")),
+    )
+    .values(holder_user_id=None, selected_at=None, selection_token=bindparam("r_new_token"))
+    .returning(c.id)
+    .cte("released")
+)
+_RELEASED_HISTORY = (
+    insert(t.history)
+    .from_select(
+        list(_HISTORY_COLUMNS),
+        select(*(_RELEASED_VALUES[k] for k in _HISTORY_COLUMNS)).where(
+            select(func.count()).select_from(_RELEASE_IN_MOVE).scalar_subquery() >= 0
+        ),
+    )
+    .returning(_h.id)
+    .cte("released_history")
+)
+_moves: dict[int, tuple[ColumnElement[bool] | None, Statement]] = {}
+"""record_moves_on's statement per ``qualifies`` expression (as _selects)."""
+
+
+def _move_statement(qualifies: ColumnElement[bool] | None) -> Statement:
+    cached = _moves.get(id(qualifies))
+    if cached is not None and cached[0] is qualifies:
+        return cached[1]
+    if len(_moves) > 256:
+        _moves.clear()
+    conditions = [*_SELECTED_WHERE] if qualifies is None else [*_SELECTED_WHERE, qualifies]
+    selected = update(t.customers).where(*conditions).values(**_SELECTED_VALUES).returning(c.id)
+    statement = Statement(_recorded_with_history(selected, releasing=True))
+    _moves[id(qualifies)] = (qualifies, statement)
+    return statement
+
+
+async def record_moves_on(
+    conn: AsyncConnection, moves: Sequence[tuple[ReleaseRecord, SelectionRecord | None]]
+) -> list[bool]:
+    """``record_releases`` then ``record_selections`` for many moves on in the caller's
+    transaction: each release, then whether the selection made in its place (if any) was
+    recorded, in order. PostgreSQL: a move's release and selection are one statement, all
+    pipelined (one round trip per ``qualifies`` expression), in the selections' customer order
+    (the released rows are locked already: ``lock_customers`` or an outcome's fence)."""
+    if not _is_postgresql(conn):
+        await record_releases(conn, [release for release, _selection in moves])
+        selecting = [(i, s) for i, (_r, s) in enumerate(moves) if s is not None]
+        recorded = await record_selections(conn, [s for _i, s in selecting])
+        answers = [False] * len(moves)
+        for (i, _s), ok in zip(selecting, recorded, strict=True):
+            answers[i] = ok
+        return answers
+    await record_releases(conn, [release for release, selection in moves if selection is None])
+    selecting = sorted(
+        ((i, release, selection) for i, (release, selection) in enumerate(moves) if selection),
+        key=lambda move: move[2].customer_id,
+    )
+    by_statement: dict[int, tuple[Statement, list[tuple[int, dict[str, Any]]]]] = {}
+    for i, release, selection in selecting:
+        statement = _move_statement(selection.qualifies)
+        params = {
+            **selection.params(),
+            **_history_bound(selection.event()),
+            "r_cid": release.customer_id,
+            "r_token": release.token,
+            "r_new_token": release.token,
+            **{f"r_{k}": v for k, v in repo.history_params(release.event()).items()},
+        }
+        by_statement.setdefault(id(statement), (statement, []))[1].append((i, params))
+    answers = [False] * len(moves)
+    for statement, calls in by_statement.values():
+        written = {row.customer_id for row in await statement.many(conn, [p for _i, p in calls])}
+        for i, _params in calls:
+            selection = moves[i][1]
+            answers[i] = selection is not None and selection.customer_id in written
+    return answers
 
 
 def _released_event(

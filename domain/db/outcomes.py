@@ -19,6 +19,7 @@ from domain.db import fencing
 from domain.db.fencing import OutcomeAsk, OutcomeResult
 from domain.db.group_commit import GroupCommit, batches_at_once
 from domain.db.sms_outbox import enqueue_outcome_sms
+from domain.errors import DomainError
 
 MOST = 64
 """Outcomes per transaction at most."""
@@ -45,31 +46,47 @@ class Outcomes:
             return [await self._alone(ask) for ask in asks]
         try:
             async with self.engine.begin() as conn:
-                answers = await fencing.record_outcomes(conn, asks)
-                for ask, answer in zip(asks, answers, strict=True):
-                    if isinstance(answer, OutcomeResult):
-                        await _queue_sms(conn, ask, answer)
-            return answers
+                return await record_together(conn, asks)
         except Exception:
             if len(asks) == 1:
                 raise
             return [await self._alone(ask) for ask in asks]
 
     async def _alone(self, ask: OutcomeAsk) -> OutcomeResult | Exception:
-        try:
-            async with self.engine.begin() as conn:
-                result = await fencing.record_outcome(
-                    conn,
-                    ask.holding,
-                    ask.outcome_key,
-                    ask.details,
-                    ask.now,
-                    follow_up_at=ask.follow_up_at,
-                )
-                await _queue_sms(conn, ask, result)
-            return result
-        except Exception as refused:  # a refusal, or the database's: this ask's answer alone
-            return refused
+        return await save_alone(self.engine, ask)
+
+
+async def record_together(
+    conn: AsyncConnection, asks: Sequence[OutcomeAsk]
+) -> list[OutcomeResult | DomainError]:
+    """Many holders' outcomes with their SMS in the caller's transaction (PostgreSQL), each
+    answered in order: its result, or the refusal it alone met, which wrote nothing. A save
+    that goes on to the next customer in the same transaction starts here
+    (presence.service.SelectionService.save_and_move_on)."""
+    answers = await fencing.record_outcomes(conn, asks)
+    for ask, answer in zip(asks, answers, strict=True):
+        if isinstance(answer, OutcomeResult):
+            await _queue_sms(conn, ask, answer)
+    return answers
+
+
+async def save_alone(engine: AsyncEngine, ask: OutcomeAsk) -> OutcomeResult | Exception:
+    """One outcome with its SMS in a transaction of its own: its result, or the exception it
+    met (a refusal, or the database's), which left nothing."""
+    try:
+        async with engine.begin() as conn:
+            result = await fencing.record_outcome(
+                conn,
+                ask.holding,
+                ask.outcome_key,
+                ask.details,
+                ask.now,
+                follow_up_at=ask.follow_up_at,
+            )
+            await _queue_sms(conn, ask, result)
+        return result
+    except Exception as refused:  # a refusal, or the database's: this ask's answer alone
+        return refused
 
 
 async def _queue_sms(conn: AsyncConnection, ask: OutcomeAsk, result: OutcomeResult) -> None:
