@@ -136,6 +136,12 @@ class SelectionService:
             most=MOVE_ON_BATCH,
             concurrent=batches_at_once(engine),
         )
+        self.records: GroupCommit[fencing.SelectionRecord, bool] = GroupCommit(
+            self._record_many,
+            key=lambda record: record.user_id,
+            most=MOVE_ON_BATCH,
+            concurrent=batches_at_once(engine),
+        )
 
     # Durability -------------------------------------------------------------------------------
 
@@ -221,16 +227,35 @@ class SelectionService:
         """Record a selection Redis made. False: the row refused it (``qualifies`` failed, or it
         was released meanwhile) or Redis no longer holds it; the caller drops it.
         ``qualifies_params``: values of bind parameters ``qualifies`` names, if any."""
-        # Atomic on its own where it is one statement: no BEGIN and COMMIT around it then, two
-        # round trips fewer a select.
-        block = (
-            self._on_its_own.connect()
-            if fencing.selection_recorded_in_one_statement(self.engine)
-            else self.engine.begin()
-        )
-        async with block as conn:
-            recorded = await self._record_in(conn, selection, qualifies, qualifies_params)
+        if fencing.selection_recorded_in_one_statement(self.engine):
+            # Atomic on its own: no BEGIN and COMMIT around it, and the records of the claims
+            # and selects of the same moment go together (a shift starting: one round trip
+            # for many agents, not a connection each).
+            record = _selection_record(selection, qualifies, qualifies_params)
+            recorded = await self.records.submit(record)
+        else:
+            async with self.engine.begin() as conn:
+                recorded = await self._record_in(conn, selection, qualifies, qualifies_params)
         return recorded and await self._confirm(selection)
+
+    async def _record_many(self, records: list[fencing.SelectionRecord]) -> list[bool | Exception]:
+        """Selections' records, one user each, pipelined on one connection without BEGIN and
+        COMMIT (PostgreSQL, ``record``). Refused by the database as a whole, they go again
+        one by one, so only the one at fault fails."""
+        try:
+            async with self._on_its_own.connect() as conn:
+                return list(await fencing.record_selections(conn, records))
+        except Exception:
+            if len(records) == 1:
+                raise
+        answers: list[bool | Exception] = []
+        for record in records:
+            try:
+                async with self._on_its_own.connect() as conn:
+                    answers.extend(await fencing.record_selections(conn, [record]))
+            except Exception as failed:  # that record's own answer
+                answers.append(failed)
+        return answers
 
     async def _record_in(
         self,

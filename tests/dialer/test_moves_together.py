@@ -169,3 +169,38 @@ async def test_rule_08_a_move_on_whose_selection_ended_is_refused_alone(
         assert current == selection
     assert len(set(nexts)) == 9
     assert not set(nexts) & {s.customer_id for s in held if s is not None}
+
+
+async def test_rule_10_agents_starting_at_once_are_recorded_together(
+    engine: AsyncEngine, stack: Stack, new_list: Any
+) -> None:
+    """A shift starts: 60 agents claim their first customer at the same moment. Each gets a
+    customer of its own, recorded as its holder with its history row, and (PostgreSQL) the
+    records went in shared round trips, not one connection each."""
+    work = await new_list(n=120, agents=60, setup=FAST)
+    held = await asyncio.gather(
+        *(stack.dialer.claim(work.owner, a.id, work.assignment_id) for a in work.agents)
+    )
+    assert all(s is not None for s in held)
+    assert len({s.customer_id for s in held if s is not None}) == 60
+    async with engine.connect() as conn:
+        holders = dict(
+            (
+                await conn.execute(
+                    select(t.customers.c.id, t.customers.c.holder_user_id).where(
+                        t.customers.c.data_owner_id == work.owner,
+                        t.customers.c.holder_user_id.isnot(None),
+                    )
+                )
+            ).all()
+        )
+    assert holders == {s.customer_id: s.user_id for s in held if s is not None}
+    by_customer = await histories(engine, list(holders))
+    for s in held:
+        assert s is not None
+        assert [(HistoryKind(k), u) for k, u, _d in by_customer[s.customer_id]] == [
+            (HistoryKind.SELECTED, s.user_id)
+        ]
+    if engine.dialect.name == "postgresql":
+        records = stack.selections.records
+        assert records.batches < records.requests
