@@ -640,7 +640,12 @@ async def max_numeric_external_id(conn: AsyncConnection, crm_id: int) -> int:
 # History
 
 
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _jsonable(value: Any) -> Any:
+    if type(value) in _JSON_SCALARS:
+        return value  # most values of a history row's data: nothing to convert
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Mapping):
