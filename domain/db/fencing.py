@@ -153,9 +153,17 @@ async def _fence_reading(
 # is a data-modifying CTE of the history INSERT. SQLite has no such CTEs: two statements there.
 _h = t.history.c
 _HISTORY_COLUMNS = ("customer_id", "at", "kind", "user_id", "assignment_id", "data")
-_HISTORY_VALUES = {
-    name: bindparam(f"h_{name}", type_=getattr(_h, name).type) for name in _HISTORY_COLUMNS
-}
+
+
+def _history_values(prefix: str = "") -> dict[str, Any]:
+    """A history row's columns as bind parameters ``{prefix}h_<column>`` (_history_bound)."""
+    return {
+        name: bindparam(f"{prefix}h_{name}", type_=getattr(_h, name).type)
+        for name in _HISTORY_COLUMNS
+    }
+
+
+_HISTORY_VALUES = _history_values()
 
 
 def _history_bound(event: HistoryEvent) -> dict[str, Any]:
@@ -197,8 +205,9 @@ _SELECTED_VALUES = {
     "selected_at": bindparam("at"),
     "version": c.version + 1,
 }
-_selects: dict[tuple[int, bool], tuple[ColumnElement[bool] | None, Any]] = {}
-"""record_selected's UPDATE per ``qualifies`` expression (kept alive here, so its id stays its)."""
+_selects: dict[tuple[int, bool, bool], tuple[ColumnElement[bool] | None, Any]] = {}
+"""record_selected's (and record_moves_on's) statement per ``qualifies`` expression (kept alive
+here, so its id stays its)."""
 
 # Redis just proved the user holds nothing else (rule 4): the user's latest selection before
 # this one, if the database still names the user its holder, was left by a crash between a
@@ -238,8 +247,11 @@ _SQLITE_LATEST_SELECTION = _latest_selection(
 )
 
 
-def _select_statement(qualifies: ColumnElement[bool] | None, postgresql: bool) -> Any:
-    key = (id(qualifies), postgresql)
+def _select_statement(
+    qualifies: ColumnElement[bool] | None, postgresql: bool, *, releasing: bool = False
+) -> Any:
+    """record_selected's statement (``releasing``: record_moves_on's, PostgreSQL only)."""
+    key = (id(qualifies), postgresql, releasing)
     cached = _selects.get(key)
     if cached is not None and cached[0] is qualifies:
         return cached[1]
@@ -250,7 +262,7 @@ def _select_statement(qualifies: ColumnElement[bool] | None, postgresql: bool) -
         update(t.customers).where(*conditions).values(**_SELECTED_VALUES).returning(c.id)
     )
     if postgresql:
-        statement = Statement(_recorded_with_history(statement))
+        statement = Statement(_recorded_with_history(statement, releasing=releasing))
     _selects[key] = (qualifies, statement)
     return statement
 
@@ -417,15 +429,25 @@ async def record_selections(
 _BEFORE_RELEASE = select(c.holder_user_id, c.selection_token, c.assignment_id).where(
     c.id == bindparam("cid"), c.data_owner_id == bindparam("owner")
 )
-_RELEASE = (
-    update(t.customers)
-    .where(
-        c.id == bindparam("cid"),
-        c.data_owner_id == bindparam("owner"),
-        or_(c.selection_token.is_(None), c.selection_token <= bindparam("token")),
+
+
+def _release(prefix: str = "") -> Update:
+    """Clear the holder of selection ``{prefix}token`` of customer ``{prefix}cid``
+    (ReleaseRecord.clear's parameters, each named with ``prefix``; the owner's is not)."""
+    return (
+        update(t.customers)
+        .where(
+            c.id == bindparam(f"{prefix}cid"),
+            c.data_owner_id == bindparam("owner"),
+            or_(c.selection_token.is_(None), c.selection_token <= bindparam(f"{prefix}token")),
+        )
+        .values(
+            holder_user_id=None, selected_at=None, selection_token=bindparam(f"{prefix}new_token")
+        )
     )
-    .values(holder_user_id=None, selected_at=None, selection_token=bindparam("new_token"))
-)
+
+
+_RELEASE = _release()
 
 
 async def record_released(
@@ -543,22 +565,10 @@ async def lock_customers(conn: AsyncConnection, owner: int, customer_ids: Sequen
 _RELEASE_WITH_HISTORY = Statement(_with_history(_RELEASE))
 
 # A move on's release and the selection in its place (PostgreSQL), one statement: the release
-# of the customer left (its parameters r_*: another customer than the selection's) with its
-# history row, as CTEs of the selection's record.
-_RELEASED_VALUES = {
-    name: bindparam(f"r_{name}", type_=getattr(_h, name).type) for name in _HISTORY_COLUMNS
-}
-_RELEASE_IN_MOVE = (
-    update(t.customers)
-    .where(
-        c.id == bindparam("r_cid"),
-        c.data_owner_id == bindparam("owner"),
-        or_(c.selection_token.is_(None), c.selection_token <= bindparam("r_token")),
-    )
-    .values(holder_user_id=None, selected_at=None, selection_token=bindparam("r_new_token"))
-    .returning(c.id)
-    .cte("released")
-)
+# of the customer left (ReleaseRecord.params named r_*: another customer than the selection's)
+# with its history row, as CTEs of the selection's record.
+_RELEASE_IN_MOVE = _release("r_").returning(c.id).cte("released")
+_RELEASED_VALUES = _history_values("r_")
 _RELEASED_HISTORY = (
     insert(t.history)
     .from_select(
@@ -570,21 +580,6 @@ _RELEASED_HISTORY = (
     .returning(_h.id)
     .cte("released_history")
 )
-_moves: dict[int, tuple[ColumnElement[bool] | None, Statement]] = {}
-"""record_moves_on's statement per ``qualifies`` expression (as _selects)."""
-
-
-def _move_statement(qualifies: ColumnElement[bool] | None) -> Statement:
-    cached = _moves.get(id(qualifies))
-    if cached is not None and cached[0] is qualifies:
-        return cached[1]
-    if len(_moves) > 256:
-        _moves.clear()
-    conditions = [*_SELECTED_WHERE] if qualifies is None else [*_SELECTED_WHERE, qualifies]
-    selected = update(t.customers).where(*conditions).values(**_SELECTED_VALUES).returning(c.id)
-    statement = Statement(_recorded_with_history(selected, releasing=True))
-    _moves[id(qualifies)] = (qualifies, statement)
-    return statement
 
 
 async def record_moves_on(
@@ -608,16 +603,14 @@ async def record_moves_on(
         ((i, release, selection) for i, (release, selection) in enumerate(moves) if selection),
         key=lambda move: move[2].customer_id,
     )
-    by_statement: dict[int, tuple[Statement, list[tuple[int, dict[str, Any]]]]] = {}
+    by_statement: dict[int, tuple[Any, list[tuple[int, dict[str, Any]]]]] = {}
     for i, release, selection in selecting:
-        statement = _move_statement(selection.qualifies)
+        statement = _select_statement(selection.qualifies, True, releasing=True)
         params = {
             **selection.params(),
             **_history_bound(selection.event()),
-            "r_cid": release.customer_id,
-            "r_token": release.token,
-            "r_new_token": release.token,
-            **{f"r_{k}": v for k, v in repo.history_params(release.event()).items()},
+            # (r_owner is the owner's too, and unused: the statement names the owner once)
+            **{f"r_{k}": v for k, v in release.params().items()},
         }
         by_statement.setdefault(id(statement), (statement, []))[1].append((i, params))
     answers = [False] * len(moves)

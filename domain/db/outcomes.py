@@ -43,17 +43,14 @@ class Outcomes:
 
     async def _run(self, asks: list[OutcomeAsk]) -> Sequence[OutcomeResult | Exception]:
         if self.engine.dialect.name != "postgresql":
-            return [await self._alone(ask) for ask in asks]
+            return [await save_alone(self.engine, ask) for ask in asks]
         try:
             async with self.engine.begin() as conn:
                 return await record_together(conn, asks)
         except Exception:
             if len(asks) == 1:
                 raise
-            return [await self._alone(ask) for ask in asks]
-
-    async def _alone(self, ask: OutcomeAsk) -> OutcomeResult | Exception:
-        return await save_alone(self.engine, ask)
+            return [await save_alone(self.engine, ask) for ask in asks]
 
 
 async def record_together(

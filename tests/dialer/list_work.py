@@ -122,6 +122,18 @@ async def make_list(
     )
 
 
+async def database_holders(engine: AsyncEngine, owner: int) -> dict[int, int]:
+    """The owner's customers the database names a holder of: customer id -> holder."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(t.customers.c.id, t.customers.c.holder_user_id).where(
+                t.customers.c.data_owner_id == owner,
+                t.customers.c.holder_user_id.isnot(None),
+            )
+        )
+        return {row.id: row.holder_user_id for row in rows}
+
+
 @dataclass
 class Stack:
     """The selection service and the dialer on one Redis client, as a server process has them."""

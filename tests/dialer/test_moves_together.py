@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from list_work import Stack
+from list_work import Stack, database_holders
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -101,16 +101,7 @@ async def test_rule_12_agents_moving_on_together_never_share_a_customer(
     assert again <= {cid for cid, _token in revoked}
     assert set(lost) <= revoked  # refused only where someone else ended the selection
     assert await stack.store.snapshot(work.owner) == []
-    async with engine.connect() as conn:
-        holders = (
-            await conn.execute(
-                select(t.customers.c.id).where(
-                    t.customers.c.data_owner_id == work.owner,
-                    t.customers.c.holder_user_id.isnot(None),
-                )
-            )
-        ).all()
-    assert holders == []
+    assert await database_holders(engine, work.owner) == {}
 
     # Rule 24: each selection handed out was recorded, then its release (by whom), in order;
     # a customer's selections never overlap.
@@ -183,17 +174,7 @@ async def test_rule_10_agents_starting_at_once_are_recorded_together(
     )
     assert all(s is not None for s in held)
     assert len({s.customer_id for s in held if s is not None}) == 60
-    async with engine.connect() as conn:
-        holders = dict(
-            (
-                await conn.execute(
-                    select(t.customers.c.id, t.customers.c.holder_user_id).where(
-                        t.customers.c.data_owner_id == work.owner,
-                        t.customers.c.holder_user_id.isnot(None),
-                    )
-                )
-            ).all()
-        )
+    holders = await database_holders(engine, work.owner)
     assert holders == {s.customer_id: s.user_id for s in held if s is not None}
     by_customer = await histories(engine, list(holders))
     for s in held:

@@ -9,7 +9,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from list_work import FLOW, Stack
+from list_work import FLOW, Stack, database_holders
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -244,16 +244,8 @@ async def test_rule_12_agents_saving_and_moving_on_together_never_share_a_custom
                 )
             )
         ).all()
-        holders = (
-            await conn.execute(
-                select(t.customers.c.id).where(
-                    t.customers.c.data_owner_id == work.owner,
-                    t.customers.c.holder_user_id.isnot(None),
-                )
-            )
-        ).all()
     assert sorted(cid for (cid,) in outcomes) == sorted(sold)
-    assert holders == []
+    assert await database_holders(engine, work.owner) == {}
     assert await stack.store.snapshot(work.owner) == []
     if engine.dialect.name == "postgresql":
         moves = stack.selections.move_ons
