@@ -108,6 +108,19 @@ class CpuWindow:
         return figures
 
 
+def local_servers() -> dict[str, list[int]]:
+    """The pids of this machine's PostgreSQL and Redis processes (embedded ones included), as
+    CpuWindow groups: what the servers a bench drives spent, apart from the rest of the machine.
+    A database backend started after this call is counted as "other"."""
+    names = {"postgres": "postgres", "redis-server": "redis"}
+    groups: dict[str, list[int]] = {"postgres": [], "redis": []}
+    for process in psutil.process_iter(["name"]):
+        group = names.get(process.info["name"] or "")
+        if group is not None:
+            groups[group].append(process.pid)
+    return groups
+
+
 SEEDED_TABLES = ("customers", "users", "history", "grants", "assignments")
 
 

@@ -26,8 +26,9 @@ and after the phases), a bare EVALSHA loop on the same Redis client with as many
 connections, one agent per transaction (`db_floor_loops_per_s`) and 50 agents per transaction,
 pipelined (`db_floor_batched_loops_per_s`). While the agents run (and while the floor runs), the
 machine's CPU is accounted for: how busy all its cores were (`machine_busy`, 1.0 = every core
-all the time), the share a hypervisor took (`steal`), this process's CPU per claim and
-everything else's (`other_cpu_ms_per_claim`: PostgreSQL, Redis, anything else on the machine).
+all the time), the share a hypervisor took (`steal`), this process's CPU per claim, that of
+the machine's PostgreSQL and Redis processes (`postgres_cpu_ms_per_claim`,
+`redis_cpu_ms_per_claim`) and everything else's (`other_cpu_ms_per_claim`).
 `batches` says how the group commits grouped.
 
 PostgreSQL from DATABASE_URL, else the machine's own (postgres@127.0.0.1:5432/test) if it
@@ -71,6 +72,7 @@ from bench._nodes import (
     analyze,
     database,
     forget_owner,
+    local_servers,
     percentile,
     redis_server,
 )
@@ -496,7 +498,7 @@ async def run_agents(
                 tally.first_error = traceback.format_exc()
 
     cpu = time.process_time()
-    window = CpuWindow({"bench": [os.getpid()]}).start()
+    window = CpuWindow({"bench": [os.getpid()], **local_servers()}).start()
     await asyncio.gather(*(guarded(i, u) for i, u in enumerate(bench.agents)))
     tally.machine = window.stop()
     tally.cpu_s = time.process_time() - cpu
@@ -519,6 +521,12 @@ def phase_figures(tally: Tally, elapsed: float) -> dict[str, Any]:
         "p99_ms": round(percentile(tally.latencies, 0.99), 2),
         "cpu_ms_per_claim": round(tally.cpu_s * 1000 / max(claims, 1), 2),
         "other_cpu_ms_per_claim": round(tally.machine["other_cpu_s"] * 1000 / max(claims, 1), 2),
+        **{
+            f"{server}_cpu_ms_per_claim": round(
+                tally.machine[f"{server}_cpu_s"] * 1000 / max(claims, 1), 2
+            )
+            for server in ("postgres", "redis")
+        },
         "machine_busy": tally.machine["machine_busy"],
         "steal": tally.machine["steal"],
         "late": tally.late,

@@ -25,8 +25,10 @@ from sqlalchemy import (
     Text,
     Update,
     and_,
+    any_,
     bindparam,
     cast,
+    column,
     func,
     insert,
     literal_column,
@@ -34,9 +36,12 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import BindParameter
 
 from domain.db import repositories as repo
 from domain.db import tables as t
@@ -155,15 +160,10 @@ _h = t.history.c
 _HISTORY_COLUMNS = ("customer_id", "at", "kind", "user_id", "assignment_id", "data")
 
 
-def _history_values(prefix: str = "") -> dict[str, Any]:
-    """A history row's columns as bind parameters ``{prefix}h_<column>`` (_history_bound)."""
-    return {
-        name: bindparam(f"{prefix}h_{name}", type_=getattr(_h, name).type)
-        for name in _HISTORY_COLUMNS
-    }
-
-
-_HISTORY_VALUES = _history_values()
+# A history row's columns as bind parameters h_<column> (_history_bound).
+_HISTORY_VALUES = {
+    name: bindparam(f"h_{name}", type_=getattr(_h, name).type) for name in _HISTORY_COLUMNS
+}
 
 
 def _history_bound(event: HistoryEvent) -> dict[str, Any]:
@@ -205,9 +205,9 @@ _SELECTED_VALUES = {
     "selected_at": bindparam("at"),
     "version": c.version + 1,
 }
-_selects: dict[tuple[int, bool, bool], tuple[ColumnElement[bool] | None, Any]] = {}
-"""record_selected's (and record_moves_on's) statement per ``qualifies`` expression (kept alive
-here, so its id stays its)."""
+_selects: dict[tuple[int, bool], tuple[ColumnElement[bool] | None, Any]] = {}
+"""record_selected's statement per ``qualifies`` expression (kept alive here, so its id stays
+its)."""
 
 # Redis just proved the user holds nothing else (rule 4): the user's latest selection before
 # this one, if the database still names the user its holder, was left by a crash between a
@@ -247,11 +247,9 @@ _SQLITE_LATEST_SELECTION = _latest_selection(
 )
 
 
-def _select_statement(
-    qualifies: ColumnElement[bool] | None, postgresql: bool, *, releasing: bool = False
-) -> Any:
-    """record_selected's statement (``releasing``: record_moves_on's, PostgreSQL only)."""
-    key = (id(qualifies), postgresql, releasing)
+def _select_statement(qualifies: ColumnElement[bool] | None, postgresql: bool) -> Any:
+    """record_selected's statement."""
+    key = (id(qualifies), postgresql)
     cached = _selects.get(key)
     if cached is not None and cached[0] is qualifies:
         return cached[1]
@@ -262,27 +260,18 @@ def _select_statement(
         update(t.customers).where(*conditions).values(**_SELECTED_VALUES).returning(c.id)
     )
     if postgresql:
-        statement = Statement(_recorded_with_history(statement, releasing=releasing))
+        statement = Statement(_recorded_with_history(statement))
     _selects[key] = (qualifies, statement)
     return statement
 
 
-def _recorded_with_history(selected: Update, *, releasing: bool = False) -> Insert:
+def _recorded_with_history(selected: Update) -> Insert:
     """One round trip (PostgreSQL): the selection (``selected``), the older holdings cleared
     (only when the selection was written) and the 'selected' history row (returned: none when
-    refused). ``releasing``: the statement releases the customer r_cid first, with its history
-    row (_RELEASED_HISTORY, a move on), which is then no older holding to clear (one statement
-    updates a row once)."""
+    refused)."""
     written = selected.cte("selected")
-    clear = _CLEAR_OLDER_HOLDING.where(select(written.c.id).exists())
+    older = _CLEAR_OLDER_HOLDING.where(select(written.c.id).exists()).cte("older")
     rows = select(written.c.id, *(_HISTORY_VALUES[k] for k in _HISTORY_COLUMNS[1:]))
-    if releasing:
-        clear = clear.where(c.id != bindparam("r_cid"))
-        # Read here, the release's history row is written before the selection's.
-        rows = rows.where(
-            select(func.count()).select_from(_RELEASED_HISTORY).scalar_subquery() >= 0
-        )
-    older = clear.cte("older")
     latest = _latest_selection(
         pg_insert(t.user_selections).from_select(
             ["user_id", "customer_id", "token"],
@@ -431,23 +420,16 @@ _BEFORE_RELEASE = select(c.holder_user_id, c.selection_token, c.assignment_id).w
 )
 
 
-def _release(prefix: str = "") -> Update:
-    """Clear the holder of selection ``{prefix}token`` of customer ``{prefix}cid``
-    (ReleaseRecord.clear's parameters, each named with ``prefix``; the owner's is not)."""
-    return (
-        update(t.customers)
-        .where(
-            c.id == bindparam(f"{prefix}cid"),
-            c.data_owner_id == bindparam("owner"),
-            or_(c.selection_token.is_(None), c.selection_token <= bindparam(f"{prefix}token")),
-        )
-        .values(
-            holder_user_id=None, selected_at=None, selection_token=bindparam(f"{prefix}new_token")
-        )
+# Clear the holder of selection ``token`` of customer ``cid`` (ReleaseRecord.clear).
+_RELEASE = (
+    update(t.customers)
+    .where(
+        c.id == bindparam("cid"),
+        c.data_owner_id == bindparam("owner"),
+        or_(c.selection_token.is_(None), c.selection_token <= bindparam("token")),
     )
-
-
-_RELEASE = _release()
+    .values(holder_user_id=None, selected_at=None, selection_token=bindparam("new_token"))
+)
 
 
 async def record_released(
@@ -548,7 +530,11 @@ async def record_releases(conn: AsyncConnection, records: Sequence[ReleaseRecord
 
 _LOCK = Statement(
     select(c.id)
-    .where(c.id == bindparam("cid"), c.data_owner_id == bindparam("owner"))
+    .where(
+        c.id == any_(bindparam("cids", type_=ARRAY(c.id.type))),
+        c.data_owner_id == bindparam("owner"),
+    )
+    .order_by(c.id)
     .with_for_update(of=t.customers)
 )
 
@@ -556,30 +542,12 @@ _LOCK = Statement(
 async def lock_customers(conn: AsyncConnection, owner: int, customer_ids: Sequence[int]) -> None:
     """Lock these customers' rows for the caller's transaction, in id order (so two batches
     never wait for each other in a cycle): holders' writes (``fence``) wait until it ends
-    (PostgreSQL, pipelined; SQLite has no row locks: its first write locks the database)."""
-    if _is_postgresql(conn):
-        ids = sorted(set(customer_ids))
-        await _LOCK.many(conn, [{"cid": cid, "owner": owner} for cid in ids])
+    (PostgreSQL, one statement; SQLite has no row locks: its first write locks the database)."""
+    if _is_postgresql(conn) and customer_ids:
+        await _LOCK.rows(conn, {"cids": sorted(set(customer_ids)), "owner": owner})
 
 
 _RELEASE_WITH_HISTORY = Statement(_with_history(_RELEASE))
-
-# A move on's release and the selection in its place (PostgreSQL), one statement: the release
-# of the customer left (ReleaseRecord.params named r_*: another customer than the selection's)
-# with its history row, as CTEs of the selection's record.
-_RELEASE_IN_MOVE = _release("r_").returning(c.id).cte("released")
-_RELEASED_VALUES = _history_values("r_")
-_RELEASED_HISTORY = (
-    insert(t.history)
-    .from_select(
-        list(_HISTORY_COLUMNS),
-        select(*(_RELEASED_VALUES[k] for k in _HISTORY_COLUMNS)).where(
-            select(func.count()).select_from(_RELEASE_IN_MOVE).scalar_subquery() >= 0
-        ),
-    )
-    .returning(_h.id)
-    .cte("released_history")
-)
 
 
 async def record_moves_on(
@@ -587,39 +555,223 @@ async def record_moves_on(
 ) -> list[bool]:
     """``record_releases`` then ``record_selections`` for many moves on in the caller's
     transaction: each release, then whether the selection made in its place (if any) was
-    recorded, in order. PostgreSQL: a move's release and selection are one statement, all
-    pipelined (one round trip per ``qualifies`` expression), in the selections' customer order
-    (the released rows are locked already: ``lock_customers`` or an outcome's fence)."""
+    recorded, in order. PostgreSQL: the moves that select are one statement for all of them
+    per ``qualifies`` expression (``_moves_statement``), those that only release one pipelined
+    round trip; the released rows are locked already (``lock_customers`` or an outcome's
+    fence)."""
     if not _is_postgresql(conn):
-        await record_releases(conn, [release for release, _selection in moves])
-        selecting = [(i, s) for i, (_r, s) in enumerate(moves) if s is not None]
-        recorded = await record_selections(conn, [s for _i, s in selecting])
-        answers = [False] * len(moves)
-        for (i, _s), ok in zip(selecting, recorded, strict=True):
-            answers[i] = ok
-        return answers
+        return await _record_moves_apart(conn, moves)
+    if not _one_row_each(moves):
+        # A customer one move left and another took at the same moment: every release
+        # first, then every selection, each seeing what the ones before it wrote.
+        return await _record_moves_apart(conn, moves)
     await record_releases(conn, [release for release, selection in moves if selection is None])
     selecting = sorted(
         ((i, release, selection) for i, (release, selection) in enumerate(moves) if selection),
         key=lambda move: move[2].customer_id,
     )
-    by_statement: dict[int, tuple[Any, list[tuple[int, dict[str, Any]]]]] = {}
-    for i, release, selection in selecting:
-        statement = _select_statement(selection.qualifies, True, releasing=True)
-        params = {
-            **selection.params(),
-            **_history_bound(selection.event()),
-            # (r_owner is the owner's too, and unused: the statement names the owner once)
-            **{f"r_{k}": v for k, v in release.params().items()},
-        }
-        by_statement.setdefault(id(statement), (statement, []))[1].append((i, params))
+    by_statement: dict[int, tuple[Statement, list[tuple[int, ReleaseRecord, SelectionRecord]]]]
+    by_statement = {}
+    for move in selecting:
+        statement, _names = _moves_statement(move[2].qualifies)
+        by_statement.setdefault(id(statement), (statement, []))[1].append(move)
     answers = [False] * len(moves)
-    for statement, calls in by_statement.values():
-        written = {row.customer_id for row in await statement.many(conn, [p for _i, p in calls])}
-        for i, _params in calls:
-            selection = moves[i][1]
-            answers[i] = selection is not None and selection.customer_id in written
+    for statement, group in by_statement.values():
+        params = _moves_params(group)
+        written = {customer_id for _id, customer_id in await statement.tuples(conn, params)}
+        for i, _release, selection in group:
+            answers[i] = selection.customer_id in written
     return answers
+
+
+async def _record_moves_apart(
+    conn: AsyncConnection, moves: Sequence[tuple[ReleaseRecord, SelectionRecord | None]]
+) -> list[bool]:
+    """``record_moves_on`` as every release, then every selection."""
+    await record_releases(conn, [release for release, _selection in moves])
+    selecting = [(i, s) for i, (_r, s) in enumerate(moves) if s is not None]
+    recorded = await record_selections(conn, [s for _i, s in selecting])
+    answers = [False] * len(moves)
+    for (i, _s), ok in zip(selecting, recorded, strict=True):
+        answers[i] = ok
+    return answers
+
+
+def _one_row_each(moves: Sequence[tuple[ReleaseRecord, SelectionRecord | None]]) -> bool:
+    """No customer and no user is named twice by these moves: a statement for all of them then
+    writes each row once (a statement that updated a row twice would keep one of the two)."""
+    customers = [release.customer_id for release, _s in moves]
+    customers += [selection.customer_id for _r, selection in moves if selection is not None]
+    users = [selection.user_id for _r, selection in moves if selection is not None]
+    return len(set(customers)) == len(customers) and len(set(users)) == len(users)
+
+
+def _unnested(
+    name: str, columns: Mapping[str, Any], arrays: Mapping[str, str] | None = None
+) -> Any:
+    """A CTE of rows given as one array parameter per column (PostgreSQL's unnest): a batch's
+    rows in one statement. ``arrays``: a parameter's name where it is not the column's."""
+    named = arrays or {}
+    rows = func.unnest(
+        *(bindparam(named.get(n, n), type_=ARRAY(kind)) for n, kind in columns.items())
+    )
+    derived = rows.table_valued(*(column(n, kind) for n, kind in columns.items()))
+    return select(derived.render_derived(name="u")).cte(name)
+
+
+# Moves on as one statement (PostgreSQL): each move is a row of ``moves``, unnested from one
+# array per column, and each of its writes (the release and its history row, the selection,
+# the older holding cleared, the user's latest selection, the selection's history row: what
+# _RELEASE_WITH_HISTORY and _recorded_with_history write for one) is one UPDATE or INSERT over
+# all of them. The database plans and starts each once a batch instead of once a move.
+_MOVE_COLUMNS: dict[str, Any] = {
+    "cid": c.id.type,  # the customer selected
+    "uid": c.holder_user_id.type,
+    "token": c.selection_token.type,
+    "at": c.selected_at.type,
+    **{f"h_{name}": getattr(_h, name).type for name in _HISTORY_COLUMNS[1:]},
+    "r_cid": c.id.type,  # the customer released
+    "r_token": c.selection_token.type,
+    **{f"r_h_{name}": getattr(_h, name).type for name in _HISTORY_COLUMNS[1:]},
+}
+_moves_statements: dict[int, tuple[ColumnElement[bool] | None, Statement, tuple[str, ...]]] = {}
+"""_moves_statement's per ``qualifies`` expression (kept alive here, so its id stays its)."""
+
+
+def _moves_statement(qualifies: ColumnElement[bool] | None) -> tuple[Statement, tuple[str, ...]]:
+    """The statement recording many moves on (``_moves_params``) and the names of the
+    parameters of ``qualifies`` it takes per move (as columns q_<name>)."""
+    cached = _moves_statements.get(id(qualifies))
+    if cached is not None and cached[0] is qualifies:
+        return cached[1], cached[2]
+    if len(_moves_statements) > 256:
+        _moves_statements.clear()
+    asked = {}  # the parameters a caller gives (qualifies_params): one value per move
+    if qualifies is not None:
+        for element in visitors.iterate(qualifies):
+            if isinstance(element, BindParameter) and element.required:
+                asked[element.key] = element.type
+    m = _unnested("moves", {**_MOVE_COLUMNS, **{f"q_{n}": kind for n, kind in asked.items()}})
+    owner = bindparam("owner", type_=c.data_owner_id.type)
+
+    released = (
+        update(t.customers)
+        .where(
+            c.id == m.c.r_cid,
+            c.data_owner_id == owner,
+            or_(c.selection_token.is_(None), c.selection_token <= m.c.r_token),
+        )
+        .values(holder_user_id=None, selected_at=None, selection_token=m.c.r_token)
+        .returning(c.id)
+        .cte("released")
+    )
+    # Written after the releases (it reads their count), before the selections (read below).
+    released_history = (
+        insert(t.history)
+        .from_select(
+            list(_HISTORY_COLUMNS),
+            select(m.c.r_cid, *(m.c[f"r_h_{name}"] for name in _HISTORY_COLUMNS[1:])).where(
+                select(func.count()).select_from(released).scalar_subquery() >= 0
+            ),
+        )
+        .returning(_h.id)
+        .cte("released_history")
+    )
+    conditions = [
+        c.id == m.c.cid,
+        c.data_owner_id == owner,
+        or_(c.selection_token.is_(None), c.selection_token < m.c.token),
+    ]
+    if qualifies is not None:
+        conditions.append(
+            visitors.replacement_traverse(
+                qualifies,
+                {},
+                lambda element: (
+                    m.c[f"q_{element.key}"]
+                    if isinstance(element, BindParameter) and element.key in asked
+                    else None
+                ),
+            )
+        )
+    selected = (
+        update(t.customers)
+        .where(*conditions)
+        .values(
+            holder_user_id=m.c.uid,
+            selection_token=m.c.token,
+            selected_at=m.c.at,
+            version=c.version + 1,
+        )
+        .returning(c.id)
+        .cte("selected")
+    )
+    this_batch = select(m.c.cid).union_all(select(m.c.r_cid))
+    older = (
+        update(t.customers)
+        .where(
+            c.holder_user_id == m.c.uid,
+            c.id
+            == select(_us.customer_id)
+            .where(_us.user_id == m.c.uid, _us.token < m.c.token)
+            .correlate(m)
+            .scalar_subquery(),
+            c.data_owner_id == owner,
+            c.selection_token < m.c.token,
+            c.id.not_in(this_batch),  # those this statement writes already
+            select(selected.c.id).where(selected.c.id == m.c.cid).correlate(m).exists(),
+        )
+        .values(holder_user_id=None, selected_at=None)
+        .cte("older")
+    )
+    latest = _latest_selection(
+        pg_insert(t.user_selections).from_select(
+            ["user_id", "customer_id", "token"],
+            select(m.c.uid, selected.c.id, m.c.token).where(selected.c.id == m.c.cid),
+        )
+    ).cte("latest")
+    statement = Statement(
+        insert(t.history)
+        .from_select(
+            list(_HISTORY_COLUMNS),
+            select(selected.c.id, *(m.c[f"h_{name}"] for name in _HISTORY_COLUMNS[1:]))
+            .where(
+                selected.c.id == m.c.cid,
+                select(func.count()).select_from(released_history).scalar_subquery() >= 0,
+            )
+            .order_by(selected.c.id),
+        )
+        .returning(_h.id, _h.customer_id)
+        .add_cte(older)
+        .add_cte(latest)
+    )
+    names = tuple(asked)
+    _moves_statements[id(qualifies)] = (qualifies, statement, names)
+    return statement, names
+
+
+def _moves_params(group: Sequence[tuple[int, ReleaseRecord, SelectionRecord]]) -> dict[str, Any]:
+    """``_moves_statement``'s parameters for these moves (one qualifies expression): a list
+    per column, a move per place."""
+    _statement, asked = _moves_statement(group[0][2].qualifies)
+    columns: dict[str, list[Any]] = {name: [] for name in _MOVE_COLUMNS}
+    columns.update({f"q_{name}": [] for name in asked})
+    for _i, release, selection in group:
+        selected = repo.history_params(selection.event())
+        freed = repo.history_params(release.event())
+        columns["cid"].append(selection.customer_id)
+        columns["uid"].append(selection.user_id)
+        columns["token"].append(selection.token)
+        columns["at"].append(selection.at)
+        columns["r_cid"].append(release.customer_id)
+        columns["r_token"].append(release.token)
+        for name in _HISTORY_COLUMNS[1:]:
+            columns[f"h_{name}"].append(selected[name])
+            columns[f"r_h_{name}"].append(freed[name])
+        given = selection.qualifies_params or {}
+        for name in asked:
+            columns[f"q_{name}"].append(given[name])
+    return {"owner": group[0][2].owner, **columns}
 
 
 def _released_event(
@@ -781,6 +933,63 @@ _LOCK_FOR_OUTCOME = Statement(
     .select_from(t.customers.outerjoin(t.assignments, t.assignments.c.id == c.assignment_id))
     .where(*_FENCE_WHERE)
     .with_for_update(of=t.customers)
+)
+# record_outcomes's two statements (PostgreSQL): each a batch's rows at once, unnested from one
+# array per column (see _moves_statement). The lock takes the rows in customer order, so two
+# batches never wait for each other in a cycle.
+_asks = _unnested(
+    "asks",
+    {"cid": c.id.type, "uid": c.holder_user_id.type, "token": c.selection_token.type},
+)
+_LOCK_FOR_OUTCOMES = Statement(
+    select(
+        c.id,
+        c.status,
+        c.assignment_id,
+        _ASSIGNMENT_VERSION.label("flow_version"),
+        select(t.follow_ups.c.id)
+        .where(t.follow_ups.c.customer_id == c.id, t.follow_ups.c.ended_at.is_(None))
+        .exists()
+        .label("has_follow_ups"),
+    )
+    .select_from(
+        t.customers.join(
+            _asks,
+            and_(
+                c.id == _asks.c.cid,
+                c.holder_user_id == _asks.c.uid,
+                c.selection_token == _asks.c.token,
+            ),
+        ).outerjoin(t.assignments, t.assignments.c.id == c.assignment_id)
+    )
+    .order_by(c.id)
+    .with_for_update(of=t.customers)
+)
+_statuses = _unnested(
+    "statuses",
+    {
+        "cid": c.id.type,
+        "new_status": c.status.type,
+        "now": c.updated_at.type,
+        **{f"h_{name}": getattr(_h, name).type for name in _HISTORY_COLUMNS[1:]},
+    },
+)
+_STATUSES_WRITTEN = (
+    update(t.customers)
+    .where(c.id == _statuses.c.cid)
+    .values(status=_statuses.c.new_status, updated_at=_statuses.c.now, version=c.version + 1)
+    .returning(c.id)
+    .cte("written")
+)
+_SET_STATUSES_WITH_HISTORY = Statement(
+    insert(t.history)
+    .from_select(
+        list(_HISTORY_COLUMNS),
+        select(_STATUSES_WRITTEN.c.id, *(_statuses.c[f"h_{name}"] for name in _HISTORY_COLUMNS[1:]))
+        .where(_STATUSES_WRITTEN.c.id == _statuses.c.cid)
+        .order_by(_STATUSES_WRITTEN.c.id),
+    )
+    .returning(_h.id, _h.customer_id)
 )
 _FLOWS_OF = select(
     t.assignments.c.id,
@@ -1109,20 +1318,21 @@ async def record_outcomes(
     conn: AsyncConnection, asks: Sequence[OutcomeAsk]
 ) -> list[OutcomeResult | DomainError]:
     """``record_outcome`` for many holders in the caller's transaction (PostgreSQL: a group
-    commit's batch): each fence and each status write pipelined, one round trip for all. Every
-    ask is answered in order: its result, or the refusal it alone gets (SelectionLost,
-    InvalidTransition, ...), which wrote nothing. Customers must differ (one ask each)."""
+    commit's batch): the fences one statement, the status writes with their history rows
+    another. Every ask is answered in order: its result, or the refusal it alone gets
+    (SelectionLost, InvalidTransition, ...), which wrote nothing. Customers must differ (one
+    ask each)."""
     if not _is_postgresql(conn):
         raise RuntimeError("record_outcomes pipelines PostgreSQL's statements")
     answers: list[OutcomeResult | DomainError | None] = [None] * len(asks)
-    # Rows are locked in customer order, so two batches never wait for each other in a cycle.
     order = sorted(range(len(asks)), key=lambda i: asks[i].holding.customer_id)
-    locked = {
-        row.id: row
-        for row in await _LOCK_FOR_OUTCOME.many(
-            conn, [_fence_params(asks[i].holding) for i in order]
-        )
+    holdings = [asks[i].holding for i in order]
+    fences = {
+        "cid": [h.customer_id for h in holdings],
+        "uid": [h.user_id for h in holdings],
+        "token": [h.token for h in holdings],
     }
+    locked = {row.id: row for row in await _LOCK_FOR_OUTCOMES.rows(conn, fences)}
     await _know_flows(conn, list(locked.values()))
     lost = [i for i in order if asks[i].holding.customer_id not in locked]
     if lost:
@@ -1138,16 +1348,16 @@ async def record_outcomes(
             plans.append((i, _plan_outcome(asks[i], locked[asks[i].holding.customer_id])))
         except DomainError as refused:
             answers[i] = refused
-    written = await _SET_STATUS_WITH_HISTORY.many(
-        conn, [{**plan.status, **_history_bound(plan.event)} for _i, plan in plans]
-    )
-    for (i, plan), history in zip(plans, written, strict=True):
-        answers[i] = await _follow_ups_of(conn, plan, history.id)
+    written = {}
+    if plans:
+        statuses = {name: [plan.status[name] for _i, plan in plans] for name in plans[0][1].status}
+        events = [repo.history_params(plan.event) for _i, plan in plans]
+        statuses.update({f"h_{k}": [e[k] for e in events] for k in _HISTORY_COLUMNS[1:]})
+        rows = await _SET_STATUSES_WITH_HISTORY.tuples(conn, statuses)
+        written = {customer_id: history_id for history_id, customer_id in rows}
+    for i, plan in plans:
+        answers[i] = await _follow_ups_of(conn, plan, written[plan.status["cid"]])
     return [answer for answer in answers if answer is not None]
-
-
-def _fence_params(holding: Holding) -> dict[str, Any]:
-    return {"cid": holding.customer_id, "uid": holding.user_id, "token": holding.token}
 
 
 async def _holders_of(conn: AsyncConnection, customer_ids: Sequence[int]) -> dict[int, int | None]:

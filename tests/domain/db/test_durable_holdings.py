@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from alembic import command
 from sqlalchemy import inspect, select, update
@@ -199,3 +200,122 @@ async def test_migration_0005_keeps_each_holders_newest_selection(
         if schema:
             async with engine.begin() as conn:
                 await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+# Moves on recorded together (presence.service's group commit): on PostgreSQL one statement for
+# a batch's moves, which must write what the moves one by one would have.
+
+
+async def another_agent(engine: AsyncEngine, s: Shop) -> int:
+    async with engine.begin() as conn:
+        user = await repo.create_user(
+            conn,
+            s.owner,
+            f"agent-{uuid.uuid4().hex[:10]}",
+            "Agent",
+            Role.AGENT,
+            "",
+            password_hash="x",
+        )
+    return user.id
+
+
+def move(
+    s: Shop, user: int, left: int, left_token: int, taken: int, token: int, **selection: Any
+) -> tuple[fencing.ReleaseRecord, fencing.SelectionRecord]:
+    at = NOW + timedelta(seconds=token)
+    return (
+        fencing.ReleaseRecord(s.owner, left, left_token, user, user, s.assignment, at),
+        fencing.SelectionRecord(
+            s.owner, taken, user, token, at, s.assignment, s.segment, WorkMode.LIST, **selection
+        ),
+    )
+
+
+async def record_as(engine: AsyncEngine, s: Shop, user: int, customer_id: int, token: int) -> None:
+    async with engine.begin() as conn:
+        assert await fencing.record_selected(
+            conn,
+            owner=s.owner,
+            customer_id=customer_id,
+            user_id=user,
+            token=token,
+            at=NOW,
+            assignment_id=s.assignment,
+            segment_id=s.segment,
+            mode=WorkMode.LIST,
+        )
+
+
+async def kinds(engine: AsyncEngine, customer_id: int) -> list[tuple[str, int | None]]:
+    h = t.history.c
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(h.kind, h.user_id, h.data).where(h.customer_id == customer_id).order_by(h.id)
+        )
+        return [(row.kind, row.data.get("token")) for row in rows]
+
+
+async def test_rule_04_moves_recorded_together_release_and_select_each(
+    engine: AsyncEngine,
+) -> None:
+    s = await shop(engine, n=5)
+    other = await another_agent(engine, s)
+    c0, c1, c2, c3, c4 = s.customers
+    await record_as(engine, s, s.agent, c0, 5)
+    await record_as(engine, s, other, c1, 6)
+    # c4 no longer qualifies for the list when the third agent's move is recorded.
+    third = await another_agent(engine, s)
+    await record_as(engine, s, third, c3, 4)
+    async with engine.begin() as conn:
+        await conn.execute(update(t.customers).where(c.id == c4).values(status="sale"))
+    available = c.status == AVAILABLE
+    async with engine.begin() as conn:
+        answers = await fencing.record_moves_on(
+            conn,
+            [
+                move(s, s.agent, c0, 5, c2, 7, qualifies=available),
+                (fencing.ReleaseRecord(s.owner, c1, 6, other, other, s.assignment, NOW), None),
+                move(s, third, c3, 4, c4, 8, qualifies=available),
+            ],
+        )
+    assert answers == [True, False, False]
+    assert await holders(engine, s) == {c0: None, c1: None, c2: s.agent, c3: None, c4: None}
+    assert await latest(engine, s) == (c2, 7)
+    assert await kinds(engine, c0) == [("selected", 5), ("released", 5)]
+    assert await kinds(engine, c2) == [("selected", 7)]
+    assert await kinds(engine, c3) == [("selected", 4), ("released", 4)]
+    assert await kinds(engine, c4) == []  # refused: nothing written
+
+
+async def test_rule_04_a_customer_released_and_taken_at_one_moment_goes_to_its_taker(
+    engine: AsyncEngine,
+) -> None:
+    """One move leaves a customer that another move of the same batch takes: each row is
+    written in the moves' order, so the taker holds it and no release undoes that."""
+    s = await shop(engine, n=3)
+    other = await another_agent(engine, s)
+    c0, c1, c2 = s.customers
+    await record_as(engine, s, s.agent, c0, 5)
+    await record_as(engine, s, other, c1, 6)
+    async with engine.begin() as conn:
+        answers = await fencing.record_moves_on(
+            conn, [move(s, s.agent, c0, 5, c2, 7), move(s, other, c1, 6, c0, 8)]
+        )
+    assert answers == [True, True]
+    assert await holders(engine, s) == {c0: other, c1: None, c2: s.agent}
+    assert await kinds(engine, c0) == [("selected", 5), ("released", 5), ("selected", 8)]
+
+
+async def test_rule_04_moving_on_together_clears_a_holding_a_crash_left(
+    engine: AsyncEngine,
+) -> None:
+    s = await shop(engine, n=3)
+    c0, c1, c2 = s.customers
+    await record_as(engine, s, s.agent, c0, 5)
+    # Redis moved the agent on from c0 to c1 (token 7) and the node died before recording it:
+    # the database still names the agent on c0. Its next move on (c1 -> c2) clears it.
+    async with engine.begin() as conn:
+        assert await fencing.record_moves_on(conn, [move(s, s.agent, c1, 7, c2, 9)]) == [True]
+    assert await holders(engine, s) == {c0: None, c1: None, c2: s.agent}
+    assert await latest(engine, s) == (c2, 9)
