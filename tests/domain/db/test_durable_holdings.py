@@ -286,6 +286,14 @@ async def test_rule_04_moves_recorded_together_release_and_select_each(
     assert await kinds(engine, c2) == [("selected", 7)]
     assert await kinds(engine, c3) == [("selected", 4), ("released", 4)]
     assert await kinds(engine, c4) == []  # refused: nothing written
+    h = t.history.c
+    async with engine.connect() as conn:
+        written = (
+            await conn.execute(select(h.at, h.assignment_id).where(h.customer_id == c2))
+        ).one()
+        selected_at = (await conn.execute(select(c.selected_at).where(c.id == c2))).scalar_one()
+    assert written.at == selected_at == NOW + timedelta(seconds=7)
+    assert written.assignment_id == s.assignment
 
 
 async def test_rule_04_a_customer_released_and_taken_at_one_moment_goes_to_its_taker(
