@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,9 @@ SALE_FLOW = CustomerFlow(
 """The list flow of the benches whose customers are only selected: one outcome, a sale."""
 
 
+CREATE_TIME_SLACK_S = 1.0
+
+
 class CpuWindow:
     """Where the machine's CPU went over a stretch of a run: how busy all its cores were
     (1.0: every core all the time), how much a hypervisor took away (steal), and the CPU time
@@ -62,29 +65,61 @@ class CpuWindow:
     (PostgreSQL, Redis, other tenants of the machine). Opened with ``start``, read once with
     ``stop``. A bench whose machine was near 1.0 busy measured the machine, not the code."""
 
-    def __init__(self, groups: dict[str, list[int]]) -> None:
+    def __init__(
+        self, groups: dict[str, list[int]], spawned: Mapping[str, str] | None = None
+    ) -> None:
+        """``spawned``: process name -> group, for processes that start within the window (a
+        database backend for a connection opened meanwhile): ``stop`` counts all their CPU."""
         self.groups = {name: [psutil.Process(pid) for pid in pids] for name, pids in groups.items()}
+        self.spawned = dict(spawned or {})
         self._machine: Any = None
-        self._own: dict[str, float] = {}
+        self._before: dict[int, float] = {}
+        """CPU seconds of each process at ``start`` (0 for one started since)."""
         self._wall = 0.0
+        self._since = 0.0
 
-    def _cpu(self, name: str) -> float:
-        total = 0.0
-        for process in self.groups[name]:
-            with contextlib.suppress(psutil.Error):
-                times = process.cpu_times()
-                total += times.user + times.system
-        return total
+    @staticmethod
+    def _cpu(process: psutil.Process) -> float | None:
+        """A process's CPU seconds, None once it has gone."""
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            return None
+        return times.user + times.system
 
     def start(self) -> CpuWindow:
         self._machine = psutil.cpu_times()
-        self._own = {name: self._cpu(name) for name in self.groups}
+        for processes in self.groups.values():
+            for process in processes:
+                self._before[process.pid] = self._cpu(process) or 0.0
         self._wall = time.perf_counter()
+        self._since = time.time()
         return self
+
+    def _adopt_spawned(self) -> None:
+        """Processes of ``spawned``'s names started since ``start``, into their groups."""
+        for process in psutil.process_iter(["name", "create_time"]):
+            group = self.spawned.get(process.info["name"] or "")
+            created = process.info["create_time"] or 0.0
+            # create_time is only as exact as the kernel's boot time (a few tenths of a second)
+            recent = created >= self._since - CREATE_TIME_SLACK_S
+            if group is not None and process.pid not in self._before and recent:
+                self.groups.setdefault(group, []).append(process)
+                self._before[process.pid] = 0.0
+
+    def _spent(self, name: str) -> float:
+        """CPU seconds a group spent in the window (a process that ended meanwhile: none)."""
+        total = 0.0
+        for process in self.groups[name]:
+            now = self._cpu(process)
+            if now is not None:
+                total += now - self._before[process.pid]
+        return total
 
     def stop(self) -> dict[str, Any]:
         """{"cores", "machine_busy", "steal", "<group>_cpu_s"..., "other_cpu_s"}."""
         wall = time.perf_counter() - self._wall
+        self._adopt_spawned()
         after = psutil.cpu_times()
         cores = psutil.cpu_count() or 1
         before = self._machine
@@ -100,7 +135,7 @@ class CpuWindow:
         }
         used = 0.0
         for name in self.groups:
-            spent = self._cpu(name) - self._own[name]
+            spent = self._spent(name)
             used += spent
             figures[f"{name}_cpu_s"] = round(spent, 3)
         busy_s = (total - idle - steal) / total * wall * cores if total > 0 else 0.0
@@ -111,14 +146,17 @@ class CpuWindow:
 def local_servers() -> dict[str, list[int]]:
     """The pids of this machine's PostgreSQL and Redis processes (embedded ones included), as
     CpuWindow groups: what the servers a bench drives spent, apart from the rest of the machine.
-    A database backend started after this call is counted as "other"."""
-    names = {"postgres": "postgres", "redis-server": "redis"}
+    A window opened with ``spawned=SERVER_NAMES`` also counts backends started after this call."""
     groups: dict[str, list[int]] = {"postgres": [], "redis": []}
     for process in psutil.process_iter(["name"]):
-        group = names.get(process.info["name"] or "")
+        group = SERVER_NAMES.get(process.info["name"] or "")
         if group is not None:
             groups[group].append(process.pid)
     return groups
+
+
+SERVER_NAMES = {"postgres": "postgres", "redis-server": "redis"}
+"""Process name -> CpuWindow group, of the servers a bench drives."""
 
 
 SEEDED_TABLES = ("customers", "users", "history", "grants", "assignments")

@@ -28,7 +28,8 @@ pipelined (`db_floor_batched_loops_per_s`). While the agents run (and while the 
 machine's CPU is accounted for: how busy all its cores were (`machine_busy`, 1.0 = every core
 all the time), the share a hypervisor took (`steal`), this process's CPU per claim, that of
 the machine's PostgreSQL and Redis processes (`postgres_cpu_ms_per_claim`,
-`redis_cpu_ms_per_claim`) and everything else's (`other_cpu_ms_per_claim`).
+`redis_cpu_ms_per_claim`, backends started meanwhile included) and everything else's
+(`other_cpu_ms_per_claim`). Each phase also gives its p99 second by second (`p99_ms_by_second`).
 `batches` says how the group commits grouped.
 
 PostgreSQL from DATABASE_URL, else the machine's own (postgres@127.0.0.1:5432/test) if it
@@ -68,6 +69,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench._nodes import (
     LOCAL_REDIS,
+    SERVER_NAMES,
     CpuWindow,
     analyze,
     database,
@@ -140,10 +142,14 @@ class Tally:
     """What the agents did: per-call latencies (ms), who was handed out, what went wrong."""
 
     latencies: list[float] = field(default_factory=list)
+    answered: list[float] = field(default_factory=list)
+    """When each claim of ``latencies`` was answered (perf_counter), in the same order."""
     handed_out: set[int] = field(default_factory=set)
     duplicates: int = 0
     outcomes: int = 0
     empty: int = 0
+    started: float = 0.0
+    """When the phase started (perf_counter)."""
     last: float = 0.0
     """When the last claim was answered (perf_counter)."""
     late: int = 0
@@ -419,6 +425,7 @@ async def agent(
         selection = await call
         tally.last = time.perf_counter()
         tally.latencies.append((tally.last - started) * 1000)
+        tally.answered.append(tally.last)
         return selection
 
     async def wait() -> None:
@@ -477,8 +484,8 @@ async def run_agents(
 ) -> tuple[Tally, float]:
     """One phase: every agent loops for ``seconds`` (or ``most`` claims), flat out, or paced
     so that together they start ``rate`` loops a second."""
-    tally = Tally(handed_out=handed_out)
     started = time.perf_counter()
+    tally = Tally(handed_out=handed_out, started=started)
     deadline = started + seconds
     pace = None if rate is None else Pace(started, len(bench.agents) / rate, len(bench.agents))
 
@@ -498,7 +505,7 @@ async def run_agents(
                 tally.first_error = traceback.format_exc()
 
     cpu = time.process_time()
-    window = CpuWindow({"bench": [os.getpid()], **local_servers()}).start()
+    window = CpuWindow({"bench": [os.getpid()], **local_servers()}, SERVER_NAMES).start()
     await asyncio.gather(*(guarded(i, u) for i, u in enumerate(bench.agents)))
     tally.machine = window.stop()
     tally.cpu_s = time.process_time() - cpu
@@ -508,6 +515,15 @@ async def run_agents(
     release = dialer.selections.release_user
     await asyncio.gather(*(release(bench.owner, user_id) for user_id in bench.agents))
     return tally, max(tally.last - started, 1e-9)
+
+
+def by_second(tally: Tally) -> list[float]:
+    """The p99 (ms) of the claims answered in each second of a phase: where its tail came from
+    (the phase's first second, a refill, a checkpoint) rather than one figure for all of it."""
+    seconds: dict[int, list[float]] = {}
+    for at, ms in zip(tally.answered, tally.latencies, strict=True):
+        seconds.setdefault(int(at - tally.started), []).append(ms)
+    return [round(percentile(seconds[s], 0.99), 1) for s in sorted(seconds)]
 
 
 def phase_figures(tally: Tally, elapsed: float) -> dict[str, Any]:
@@ -531,6 +547,7 @@ def phase_figures(tally: Tally, elapsed: float) -> dict[str, Any]:
         "steal": tally.machine["steal"],
         "late": tally.late,
         "errors": dict(tally.errors),
+        "p99_ms_by_second": by_second(tally),
     }
 
 
