@@ -88,6 +88,7 @@ from domain.errors import SelectionLost
 from domain.flows import AVAILABLE, CustomerFlow, Outcome, Status
 from domain.model import AssignmentSetup, CrmKind, HistoryKind, Role
 from presence.keys import HopperKey
+from presence.packing import pack_in_c
 from presence.selections import SelectionStore
 from presence.service import SelectionService
 from realtime.services import freeze_startup_heap
@@ -591,6 +592,7 @@ async def main() -> dict[str, Any]:
             client = aioredis.Redis.from_url(
                 redis_url, decode_responses=True, max_connections=2 * n_agents + 64
             )
+            pack_in_c(client.connection_pool)  # as a node's client packs
             bench = None
             try:
                 bench = await seed(engine, n, n_agents)

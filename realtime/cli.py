@@ -432,6 +432,7 @@ async def selection_probe(settings: Settings) -> AsyncIterator[Any]:
     import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 
+    from presence.packing import pack_in_c
     from presence.selections import SelectionStore
 
     url = settings.redis_url
@@ -447,6 +448,7 @@ async def selection_probe(settings: Settings) -> AsyncIterator[Any]:
             f"{settings.var_dir})"
         )
     client = aioredis.Redis.from_url(url, decode_responses=True)
+    pack_in_c(client.connection_pool)
     try:
         try:
             await client.ping()

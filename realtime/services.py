@@ -18,6 +18,7 @@ from dialer.next_customer import NextCustomer
 from dialer.work_loop import WorkLoop
 from domain.db.engine import async_url, make_engine, reads
 from presence.agents import AgentPresence, UserEvents
+from presence.packing import pack_in_c
 from presence.selections import Released, Selection, SelectionStore
 from presence.service import SelectionService
 from realtime.phone_system import open_dialer
@@ -85,7 +86,7 @@ def open_services(settings: Settings) -> Services:
         max_connections=REDIS_POOL_SIZE,
         timeout=10,
     )
-    client = aioredis.Redis.from_pool(pool)
+    client = aioredis.Redis.from_pool(pack_in_c(pool))
     store = SelectionStore(client)
     selections = SelectionService(engine, store)
     dialer = NextCustomer(engine, selections, Hopper(engine, store))

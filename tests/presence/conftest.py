@@ -24,6 +24,7 @@ from owners import forget_owner, new_owner_id
 from redis.asyncio.cluster import RedisCluster
 
 from presence.keys import live_key, owner_prefix
+from presence.packing import pack_in_c
 from realtime.embedded import EmbeddedRedis, free_port, redis_server_binary
 
 
@@ -122,8 +123,9 @@ async def store_redis(request: pytest.FixtureRequest, redis_url: str) -> AsyncIt
             host="127.0.0.1", port=ports[0], decode_responses=True, max_connections=512
         )
         await client.initialize()
-    else:
+    else:  # packing commands as a node's client does (presence.packing)
         client = aioredis.Redis.from_url(redis_url, decode_responses=True, max_connections=512)
+        pack_in_c(client.connection_pool)
     yield client
     await client.aclose()
 
