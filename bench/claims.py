@@ -8,8 +8,8 @@ saving at the same moment (a group commit). Every outcome is progressive (the cu
 `available`), so no customer may be handed out twice at all: duplicates are counted in this
 process and again from the database's history.
 
-Two phases, BENCH_CLAIMS_SECONDS (default 20) and BENCH_CLAIMS_PACED_SECONDS (default 20) each
-(or BENCH_CLAIMS_MAX claims):
+Three phases, BENCH_CLAIMS_SECONDS (default 20), BENCH_CLAIMS_PACED_SECONDS (default 20) and
+BENCH_CLAIMS_SOLO_SECONDS (default 5) each (or BENCH_CLAIMS_MAX claims):
 - flat out: every agent loops without a pause. `claims_per_s` is what one process sustains;
   its latencies (`saturated_p50_ms`, `saturated_p99_ms`) are queueing, not service: with 200
   agents and no pause, each loop takes 200 / (claims a second) on average (Little's law).
@@ -17,6 +17,9 @@ Two phases, BENCH_CLAIMS_SECONDS (default 20) and BENCH_CLAIMS_PACED_SECONDS (de
   target), each agent on a fixed grid (a real agent talks between two customers); `p50_ms` and
   `p99_ms` are the claims' latencies at that rate, `rate_claims_per_s` the rate reached, and
   `late` counts the agents' slots missed.
+- alone: one agent flat out, so every batch holds one request (`alone_p50_ms`: a claim loop's
+  latency with nothing to wait for; `alone_cpu_ms_per_claim`: what a batch costs this process
+  whatever its size, against `cpu_ms_per_claim` of the phases where batches are large).
 A claim's latency is the call handing out the customer (the first claim, then each save going
 next: outcome, release and claim together).
 
@@ -56,7 +59,7 @@ import traceback
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -581,6 +584,7 @@ async def main() -> dict[str, Any]:
     most = env_int("BENCH_CLAIMS_MAX", 200_000)
     rate = float(os.environ.get("BENCH_CLAIMS_RATE") or 2000)
     paced_seconds = float(os.environ.get("BENCH_CLAIMS_PACED_SECONDS") or 20)
+    solo_seconds = float(os.environ.get("BENCH_CLAIMS_SOLO_SECONDS") or 5)
     with tempfile.TemporaryDirectory(prefix="bench-claims-") as tmp:
         work_dir = Path(tmp)
         pool = env_int("BENCH_CLAIMS_POOL", 32)
@@ -622,7 +626,15 @@ async def main() -> dict[str, Any]:
                 )
                 log(f"paced: {phase_figures(paced, paced_s)}")
                 await dialer.hopper.drain()
-                for tally in (flat, paced):
+                await asyncio.sleep(PHASE_GAP_S)
+                log(f"alone: 1 agent for {solo_seconds:.0f} s")
+                one = replace(bench, agents=bench.agents[:1])
+                solo, solo_s = await run_agents(
+                    dialer, outcomes, one, handed_out, solo_seconds, most
+                )
+                log(f"alone: {phase_figures(solo, solo_s)}")
+                await dialer.hopper.drain()
+                for tally in (flat, paced, solo):
                     if tally.first_error:
                         log(tally.first_error)
                 db_duplicates, db_selected = await recorded_duplicates(engine, bench)
@@ -637,7 +649,8 @@ async def main() -> dict[str, Any]:
                 await client.aclose()
     at_rate = phase_figures(paced, paced_s)
     flat_out = phase_figures(flat, flat_s)
-    seen = flat.duplicates + paced.duplicates
+    alone = phase_figures(solo, solo_s)
+    seen = flat.duplicates + paced.duplicates + solo.duplicates
     return {
         "bench": "claims",
         "claims_per_s": flat_out["claims_per_s"],
@@ -651,10 +664,13 @@ async def main() -> dict[str, Any]:
         "saturated_p99_ms": flat_out["p99_ms"],
         "flat_out": flat_out,
         "paced": at_rate,
+        "alone": alone,
+        "alone_p50_ms": alone["p50_ms"],
+        "alone_cpu_ms_per_claim": alone["cpu_ms_per_claim"],
         "duplicates_seen": seen,
         "duplicates_recorded": db_duplicates,
         "recorded_selections": db_selected,
-        "outcomes": flat.outcomes + paced.outcomes,
+        "outcomes": flat.outcomes + paced.outcomes + solo.outcomes,
         "batches": {
             "outcomes": _grouping(outcomes.batches),
             "moves_on": _grouping(selections.move_ons),
