@@ -162,6 +162,12 @@ _h = t.history.c
 _HISTORY_COLUMNS = ("customer_id", "at", "kind", "user_id", "assignment_id", "data")
 
 
+def _history_columns(prefix: str) -> dict[str, Any]:
+    """A history row's columns but its customer's, as ``_rows_of`` columns ``{prefix}<column>``
+    (the customer's is the row's own id)."""
+    return {f"{prefix}{name}": getattr(_h, name).type for name in _HISTORY_COLUMNS[1:]}
+
+
 # A history row's columns as bind parameters h_<column> (_history_bound).
 _HISTORY_VALUES = {
     name: bindparam(f"h_{name}", type_=getattr(_h, name).type) for name in _HISTORY_COLUMNS
@@ -619,9 +625,14 @@ def _rows_of(name: str, columns: Mapping[str, Any]) -> Any:
 
 
 def _rows_doc(rows: Sequence[Mapping[str, Any]]) -> str:
-    """``_rows_of``'s parameter (aware datetimes keep their offset; naive ones are UTC)."""
+    """``_rows_of``'s parameter. Datetimes keep their offset; a naive one is refused, as a UTC
+    column's own bind processing (types.UtcDateTime) refuses it, which the document bypasses."""
+    for row in rows:
+        for value in row.values():
+            if isinstance(value, datetime) and value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column")
     try:
-        return orjson.dumps(rows, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_NAIVE_UTC).decode()
+        return orjson.dumps(rows, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:  # an integer past 64 bits, as the JSON columns' encoder falls back
         return json.dumps(rows, default=datetime.isoformat)
 
@@ -636,10 +647,10 @@ _MOVE_COLUMNS: dict[str, Any] = {
     "uid": c.holder_user_id.type,
     "token": c.selection_token.type,
     "at": c.selected_at.type,
-    **{f"h_{name}": getattr(_h, name).type for name in _HISTORY_COLUMNS[1:]},
+    **_history_columns("h_"),
     "r_cid": c.id.type,  # the customer released
     "r_token": c.selection_token.type,
-    **{f"r_h_{name}": getattr(_h, name).type for name in _HISTORY_COLUMNS[1:]},
+    **_history_columns("r_h_"),
 }
 _moves_statements: dict[int, tuple[ColumnElement[bool] | None, Statement, tuple[str, ...]]] = {}
 """_moves_statement's per ``qualifies`` expression (kept alive here, so its id stays its)."""
@@ -929,14 +940,19 @@ _FENCE_FOR_OUTCOME = Statement(
 # assignment's row (its xmin: every update of the row writes a new one), and the flow is read
 # again only when that changed (_know_flows): no flow document is rendered and sent per outcome.
 _ASSIGNMENT_VERSION = cast(literal_column("assignments.xmin"), Text)
+# What both PostgreSQL locks read of each row (its open follow-ups looked up by the row's id).
+_LOCK_READS = (
+    c.id,
+    c.status,
+    c.assignment_id,
+    _ASSIGNMENT_VERSION.label("flow_version"),
+    select(t.follow_ups.c.id)
+    .where(t.follow_ups.c.customer_id == c.id, t.follow_ups.c.ended_at.is_(None))
+    .exists()
+    .label("has_follow_ups"),
+)
 _LOCK_FOR_OUTCOME = Statement(
-    select(
-        c.id,
-        c.status,
-        c.assignment_id,
-        _ASSIGNMENT_VERSION.label("flow_version"),
-        _has_follow_ups,
-    )
+    select(*_LOCK_READS)
     .select_from(t.customers.outerjoin(t.assignments, t.assignments.c.id == c.assignment_id))
     .where(*_FENCE_WHERE)
     .with_for_update(of=t.customers)
@@ -948,16 +964,7 @@ _asks = _rows_of(
     {"cid": c.id.type, "uid": c.holder_user_id.type, "token": c.selection_token.type},
 )
 _LOCK_FOR_OUTCOMES = Statement(
-    select(
-        c.id,
-        c.status,
-        c.assignment_id,
-        _ASSIGNMENT_VERSION.label("flow_version"),
-        select(t.follow_ups.c.id)
-        .where(t.follow_ups.c.customer_id == c.id, t.follow_ups.c.ended_at.is_(None))
-        .exists()
-        .label("has_follow_ups"),
-    )
+    select(*_LOCK_READS)
     .select_from(
         t.customers.join(
             _asks,
@@ -977,7 +984,7 @@ _statuses = _rows_of(
         "cid": c.id.type,
         "new_status": c.status.type,
         "now": c.updated_at.type,
-        **{f"h_{name}": getattr(_h, name).type for name in _HISTORY_COLUMNS[1:]},
+        **_history_columns("h_"),
     },
 )
 _STATUSES_WRITTEN = (
@@ -1354,10 +1361,7 @@ async def record_outcomes(
             answers[i] = refused
     written = {}
     if plans:
-        statuses = []
-        for _i, plan in plans:
-            event = repo.history_params(plan.event)
-            statuses.append({**plan.status, **{f"h_{k}": event[k] for k in _HISTORY_COLUMNS[1:]}})
+        statuses = [{**plan.status, **_history_bound(plan.event)} for _i, plan in plans]
         rows = await _SET_STATUSES_WITH_HISTORY.tuples(conn, {"statuses": _rows_doc(statuses)})
         written = {customer_id: history_id for history_id, customer_id in rows}
     for i, plan in plans:

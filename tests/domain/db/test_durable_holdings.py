@@ -5,13 +5,16 @@ next selection, and a rebuild of Redis from the database keeps each user's newes
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from alembic import command
 from sqlalchemy import inspect, select, update
+from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.db import fencing
@@ -294,6 +297,23 @@ async def test_rule_04_moves_recorded_together_release_and_select_each(
         selected_at = (await conn.execute(select(c.selected_at).where(c.id == c2))).scalar_one()
     assert written.at == selected_at == NOW + timedelta(seconds=7)
     assert written.assignment_id == s.assignment
+
+
+async def test_rule_04_moves_with_a_naive_time_are_refused_and_write_nothing(
+    engine: AsyncEngine,
+) -> None:
+    """A time without a zone is refused as a UTC column refuses it, also where a batch's rows
+    go to the database as one document (PostgreSQL) and skip the column's own check."""
+    s = await shop(engine, n=2)
+    c0, c1 = s.customers
+    await record_as(engine, s, s.agent, c0, 5)
+    release, selection = move(s, s.agent, c0, 5, c1, 7)
+    naive = dataclasses.replace(selection, at=selection.at.replace(tzinfo=None))
+    with pytest.raises((ValueError, StatementError), match="naive datetime"):
+        async with engine.begin() as conn:
+            await fencing.record_moves_on(conn, [(release, naive)])
+    assert await holders(engine, s) == {c0: s.agent, c1: None}
+    assert await kinds(engine, c1) == []
 
 
 async def test_rule_04_a_customer_released_and_taken_at_one_moment_goes_to_its_taker(
