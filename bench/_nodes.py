@@ -55,9 +55,6 @@ SALE_FLOW = CustomerFlow(
 """The list flow of the benches whose customers are only selected: one outcome, a sale."""
 
 
-CREATE_TIME_SLACK_S = 1.0
-
-
 class CpuWindow:
     """Where the machine's CPU went over a stretch of a run: how busy all its cores were
     (1.0: every core all the time), how much a hypervisor took away (steal), and the CPU time
@@ -66,17 +63,17 @@ class CpuWindow:
     ``stop``. A bench whose machine was near 1.0 busy measured the machine, not the code."""
 
     def __init__(
-        self, groups: dict[str, list[int]], spawned: Mapping[str, str] | None = None
+        self, groups: dict[str, list[int]], named: Mapping[str, str] | None = None
     ) -> None:
-        """``spawned``: process name -> group, for processes that start within the window (a
-        database backend for a connection opened meanwhile): ``stop`` counts all their CPU."""
+        """``groups``: group -> pids. ``named``: process name -> group, for every process of
+        that name, those running at ``start`` and those started within the window (a database
+        backend for a connection opened meanwhile, all of whose CPU is the window's)."""
         self.groups = {name: [psutil.Process(pid) for pid in pids] for name, pids in groups.items()}
-        self.spawned = dict(spawned or {})
+        self.named = dict(named or {})
         self._machine: Any = None
         self._before: dict[int, float] = {}
         """CPU seconds of each process at ``start`` (0 for one started since)."""
         self._wall = 0.0
-        self._since = 0.0
 
     @staticmethod
     def _cpu(process: psutil.Process) -> float | None:
@@ -87,25 +84,25 @@ class CpuWindow:
             return None
         return times.user + times.system
 
+    def _adopt_named(self, *, started: bool) -> None:
+        """The processes of ``named``'s names not counted yet, into their groups; ``started``:
+        they started within the window (no CPU of theirs came before it)."""
+        counted = {p.pid for processes in self.groups.values() for p in processes}
+        for process in psutil.process_iter(["name"]):
+            group = self.named.get(process.info["name"] or "")
+            if group is not None and process.pid not in counted:
+                self.groups.setdefault(group, []).append(process)
+                if started:
+                    self._before[process.pid] = 0.0
+
     def start(self) -> CpuWindow:
         self._machine = psutil.cpu_times()
+        self._adopt_named(started=False)
         for processes in self.groups.values():
             for process in processes:
                 self._before[process.pid] = self._cpu(process) or 0.0
         self._wall = time.perf_counter()
-        self._since = time.time()
         return self
-
-    def _adopt_spawned(self) -> None:
-        """Processes of ``spawned``'s names started since ``start``, into their groups."""
-        for process in psutil.process_iter(["name", "create_time"]):
-            group = self.spawned.get(process.info["name"] or "")
-            created = process.info["create_time"] or 0.0
-            # create_time is only as exact as the kernel's boot time (a few tenths of a second)
-            recent = created >= self._since - CREATE_TIME_SLACK_S
-            if group is not None and process.pid not in self._before and recent:
-                self.groups.setdefault(group, []).append(process)
-                self._before[process.pid] = 0.0
 
     def _spent(self, name: str) -> float:
         """CPU seconds a group spent in the window (a process that ended meanwhile: none)."""
@@ -119,7 +116,7 @@ class CpuWindow:
     def stop(self) -> dict[str, Any]:
         """{"cores", "machine_busy", "steal", "<group>_cpu_s"..., "other_cpu_s"}."""
         wall = time.perf_counter() - self._wall
-        self._adopt_spawned()
+        self._adopt_named(started=True)
         after = psutil.cpu_times()
         cores = psutil.cpu_count() or 1
         before = self._machine
@@ -143,20 +140,9 @@ class CpuWindow:
         return figures
 
 
-def local_servers() -> dict[str, list[int]]:
-    """The pids of this machine's PostgreSQL and Redis processes (embedded ones included), as
-    CpuWindow groups: what the servers a bench drives spent, apart from the rest of the machine.
-    A window opened with ``spawned=SERVER_NAMES`` also counts backends started after this call."""
-    groups: dict[str, list[int]] = {"postgres": [], "redis": []}
-    for process in psutil.process_iter(["name"]):
-        group = SERVER_NAMES.get(process.info["name"] or "")
-        if group is not None:
-            groups[group].append(process.pid)
-    return groups
-
-
 SERVER_NAMES = {"postgres": "postgres", "redis-server": "redis"}
-"""Process name -> CpuWindow group, of the servers a bench drives."""
+"""Process name -> CpuWindow group, of the machine's servers a bench drives (PostgreSQL's
+backends and Redis, embedded ones included): what they spent, apart from the rest."""
 
 
 SEEDED_TABLES = ("customers", "users", "history", "grants", "assignments")

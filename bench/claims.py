@@ -77,7 +77,6 @@ from bench._nodes import (
     analyze,
     database,
     forget_owner,
-    local_servers,
     percentile,
     redis_server,
 )
@@ -509,7 +508,7 @@ async def run_agents(
                 tally.first_error = traceback.format_exc()
 
     cpu = time.process_time()
-    window = CpuWindow({"bench": [os.getpid()], **local_servers()}, SERVER_NAMES).start()
+    window = CpuWindow({"bench": [os.getpid()]}, SERVER_NAMES).start()
     await asyncio.gather(*(guarded(i, u) for i, u in enumerate(bench.agents)))
     tally.machine = window.stop()
     tally.cpu_s = time.process_time() - cpu

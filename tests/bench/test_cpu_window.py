@@ -25,7 +25,7 @@ def spin(seconds: float) -> None:
         pass
 
 
-def test_a_process_started_within_the_window_is_counted_in_its_group() -> None:
+def test_a_named_process_started_within_the_window_is_counted_in_its_group() -> None:
     window = CpuWindow({"bench": [os.getpid()]}, {PYTHON: "spawned"}).start()
     child = subprocess.Popen([sys.executable, "-c", SPIN])
     try:
@@ -63,3 +63,16 @@ def test_a_process_that_ended_within_the_window_adds_nothing_and_takes_nothing_a
     figures = window.stop()
     assert figures["child_cpu_s"] == 0.0
     assert figures["other_cpu_s"] >= 0.0
+
+
+def test_a_named_process_running_at_the_start_counts_only_what_it_spent_within() -> None:
+    child = subprocess.Popen([sys.executable, "-c", SPIN])
+    try:
+        time.sleep(0.6)  # spent before the window: not counted
+        window = CpuWindow({"bench": [os.getpid()]}, {PYTHON: "named"}).start()
+        time.sleep(0.4)
+        figures = window.stop()
+    finally:
+        child.kill()
+        child.wait()
+    assert figures["named_cpu_s"] == pytest.approx(0.4, abs=0.25)
