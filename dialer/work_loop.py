@@ -25,6 +25,7 @@ from domain.errors import Forbidden, Invalid, NotFound, SelectionLost, UserHasSe
 from domain.model import (
     Assignment,
     AttemptKind,
+    Customer,
     DialMode,
     FollowUpKind,
     NextAction,
@@ -128,7 +129,7 @@ class WorkLoop:
         if current is not None:
             if current.mode is WorkMode.LIST and current.assignment_id == assignment.id:
                 await self._remember(owner, user.id, WorkList(assignment.id, segments))
-                return Step(await self._screen(user, current))
+                return Step(await self.screen(user, current))
             raise UserHasSelection(current.customer_id)
         work = WorkList(assignment.id, segments)
         await self._remember(owner, user.id, work)
@@ -149,7 +150,7 @@ class WorkLoop:
         # The dialer's selections are told to supervisors as it makes them.
         current = await self.selections.current(user.data_owner_id, user.id)
         if current is not None:
-            step.screen = await self._screen(user, current)
+            step.screen = await self.screen(user, current)
         step.dialing = snapshot.wire()
         return step
 
@@ -160,13 +161,23 @@ class WorkLoop:
         )
         if selection is not None:
             step.selected.append(selection)
-            step.screen = await self._screen(user, selection)
+            step.screen = await self.screen(user, selection)
         return step
 
     # Rules 4, 6, 9: manual selection -------------------------------------------------------
 
     async def select(self, user: User, customer_id: int) -> Step:
         """customer.select: select a customer by hand (from customer details)."""
+        selection, _customer = await self.take(user, customer_id)
+        step = Step(await self.screen(user, selection))
+        if not selection.resumed:
+            step.selected.append(selection)
+        return step
+
+    async def take(self, user: User, customer_id: int) -> tuple[Selection, Customer]:
+        """customer.select without its screen: the selection (``resumed`` when the user held
+        it already) and the customer's row as read before it was taken. The caller reads the
+        screen (``screen``) while it tells supervisors, who need nothing from the screen."""
         owner = user.data_owner_id
         async with self.reads.connect() as conn:
             customer = await repo.get_customer(conn, owner, customer_id)
@@ -176,11 +187,7 @@ class WorkLoop:
         if customer.assignment_id is None or customer.assignment_id not in visible:
             raise Forbidden("the customer is in an assignment you do not work on")
         selection = await self.selections.select(owner, user.id, customer_id, customer=customer)
-        step = Step()
-        if not selection.resumed:
-            step.selected.append(selection)
-        step.screen = await self._screen(user, selection)
-        return step
+        return selection, customer
 
     # Rules 13, 14, 17: attempts ------------------------------------------------------------
 
@@ -290,7 +297,7 @@ class WorkLoop:
     async def resume(self, user: User) -> Step:
         """Rule 9: the screen of what the user still holds (after a reload or reconnect)."""
         current = await self.selections.current(user.data_owner_id, user.id)
-        return Step(None if current is None else await self._screen(user, current))
+        return Step(None if current is None else await self.screen(user, current))
 
     async def my_work(self, user: User) -> dict[str, Any]:
         """Rule 16: My Work for the user."""
@@ -315,7 +322,7 @@ class WorkLoop:
         """Rule 17 after a write that passed the fence."""
         owner = user.data_owner_id
         if choice is NextAction.CONTINUE:
-            return Step(await self._screen(user, selection))
+            return Step(await self.screen(user, selection))
         step = Step()
         if choice is NextAction.MY_WORK:
             released = await self.selections.release(
@@ -369,7 +376,7 @@ class WorkLoop:
             step.released.append(released)
         if claimed is not None:
             step.selected.append(claimed)
-            step.screen = await self._screen(user, claimed)
+            step.screen = await self.screen(user, claimed)
         return step
 
     async def held_in_list(
@@ -390,7 +397,8 @@ class WorkLoop:
             raise SelectionLost(customer_id, None if current is None else current.user_id)
         return current
 
-    async def _screen(self, user: User, selection: Selection) -> dict[str, Any]:
+    async def screen(self, user: User, selection: Selection) -> dict[str, Any]:
+        """The customer screen of a selection, read now (after its lock was taken)."""
         async with self.reads.connect() as conn:
             customer = await repo.get_customer(conn, user.data_owner_id, selection.customer_id)
             if customer is None or customer.assignment_id is None:

@@ -142,11 +142,19 @@ class StoredError(DomainError):
 
 async def publish(ctx: Context, step: Step) -> dict[str, Any]:
     """Tell supervisors what the step released and selected, in that order; answer its screen."""
+    await announce(ctx, step)
+    return step.reply()
+
+
+async def announce(ctx: Context, step: Step, names: tuple[str, str] | None = None) -> None:
+    """Tell supervisors what the step released and selected, in that order. ``names``: the
+    holder's and the customer's of its selection, when the step has no screen yet."""
     for released in step.released:
         await selection_released(ctx.services, released, ctx.user)
     for selection in step.selected:
-        await selection_made(ctx.services, selection, _names_on_screen(ctx, step, selection))
-    return step.reply()
+        await selection_made(
+            ctx.services, selection, names or _names_on_screen(ctx, step, selection)
+        )
 
 
 def _names_on_screen(ctx: Context, step: Step, selection: Selection) -> tuple[str, str] | None:
@@ -186,9 +194,14 @@ async def customer_select(ctx: Context, request: CustomerSelect) -> dict[str, An
     it and since when; `user_has_selection` names the customer the user still holds."""
 
     async def run() -> dict[str, Any]:
-        return await publish(
-            ctx, await ctx.services.work.select(ctx.user, int(request.customer_id))
+        work = ctx.services.work
+        selection, customer = await work.take(ctx.user, int(request.customer_id))
+        step = Step(selected=[] if selection.resumed else [selection])
+        # Supervisors see the new row while the agent's screen is read: it needs nothing of it.
+        step.screen, _ = await asyncio.gather(
+            work.screen(ctx.user, selection), announce(ctx, step, (ctx.user.name, customer.name))
         )
+        return step.reply()
 
     return await once(ctx, request, run)
 
