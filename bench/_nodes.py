@@ -26,6 +26,7 @@ import psutil
 import redis.asyncio as aioredis
 import websockets
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.db.engine import async_url, make_engine, migrate
@@ -155,6 +156,72 @@ async def analyze(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         for table in SEEDED_TABLES:
             await conn.execute(text(f"ANALYZE {table}"))
+
+
+async def checkpoint(engine: AsyncEngine) -> bool:
+    """After a seed, on PostgreSQL: write its pages out and recycle its WAL files, as a database
+    in service has them. A fresh cluster has no WAL files ahead of the one it writes; each next
+    one is then created and zero-filled (16 MB) while every commit waits (stalls of 50-180 ms
+    every few seconds under the claims load), which a server that has run a while does not do.
+    False: not PostgreSQL, or this user may not (CHECKPOINT needs superuser or pg_checkpoint)."""
+    if engine.dialect.name != "postgresql":
+        return False
+    try:
+        async with engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text("CHECKPOINT"))
+    except DBAPIError:
+        return False
+    return True
+
+
+class WalWindow:
+    """PostgreSQL's WAL while a phase runs: bytes written, and how many WAL files lay ready
+    ahead (recycled) when it began; a phase writing more files than that had PostgreSQL create
+    and zero-fill the rest while commits waited. Figures are None where they cannot be read
+    (not PostgreSQL; the WAL directory needs superuser or pg_monitor)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._start: str | None = None
+        self.ahead: int | None = None
+
+    async def _lsn(self, conn: Any) -> str:
+        return str((await conn.execute(text("SELECT pg_current_wal_insert_lsn()::text"))).scalar())
+
+    async def start(self) -> WalWindow:
+        if self.engine.dialect.name != "postgresql":
+            return self
+        async with self.engine.connect() as conn:
+            self._start = await self._lsn(conn)
+            try:
+                self.ahead = (
+                    await conn.execute(
+                        text(
+                            "SELECT count(*) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'"
+                            " AND name > pg_walfile_name(pg_current_wal_insert_lsn())"
+                        )
+                    )
+                ).scalar()
+            except DBAPIError:
+                await conn.rollback()
+        return self
+
+    async def stop(self) -> dict[str, Any]:
+        if self._start is None:
+            return {"wal_bytes": None, "wal_files_ahead": None}
+        async with self.engine.connect() as conn:
+            end = await self._lsn(conn)
+            written = (
+                await conn.execute(
+                    text(
+                        "SELECT pg_wal_lsn_diff(CAST(CAST(:end AS text) AS pg_lsn),"
+                        " CAST(CAST(:start AS text) AS pg_lsn))"
+                    ),
+                    {"end": end, "start": self._start},
+                )
+            ).scalar()
+        return {"wal_bytes": int(written or 0), "wal_files_ahead": self.ahead}
 
 
 def _all_of(times: Any) -> float:

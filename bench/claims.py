@@ -32,7 +32,12 @@ machine's CPU is accounted for: how busy all its cores were (`machine_busy`, 1.0
 all the time), the share a hypervisor took (`steal`), this process's CPU per claim, that of
 the machine's PostgreSQL and Redis processes (`postgres_cpu_ms_per_claim`,
 `redis_cpu_ms_per_claim`, backends started meanwhile included) and everything else's
-(`other_cpu_ms_per_claim`). Each phase also gives its p99 second by second (`p99_ms_by_second`).
+(`other_cpu_ms_per_claim`). Each phase also gives its p99 second by second (`p99_ms_by_second`)
+and, on PostgreSQL, the WAL it wrote (`wal_kb_per_claim`, `wal_mb`) and how many WAL files lay
+recycled ahead when it began (`wal_files_ahead`; a phase writing more 16 MB files than that
+made PostgreSQL create and zero-fill each next one while every commit waited). The seed ends
+with a CHECKPOINT (where allowed), so the phases run as on a database in service: the seed's
+pages written out and its WAL files recycled ahead.
 `batches` says how the group commits grouped.
 
 PostgreSQL from DATABASE_URL, else the machine's own (postgres@127.0.0.1:5432/test) if it
@@ -74,7 +79,9 @@ from bench._nodes import (
     LOCAL_REDIS,
     SERVER_NAMES,
     CpuWindow,
+    WalWindow,
     analyze,
+    checkpoint,
     database,
     forget_owner,
     percentile,
@@ -163,6 +170,8 @@ class Tally:
     """CPU time of this process while the agents ran (the machine may be shared)."""
     machine: dict[str, Any] = field(default_factory=dict)
     """Where the machine's CPU went meanwhile (bench._nodes.CpuWindow)."""
+    wal: dict[str, Any] = field(default_factory=dict)
+    """PostgreSQL's WAL meanwhile (bench._nodes.WalWindow)."""
 
 
 # Set-up ---------------------------------------------------------------------------------------
@@ -222,6 +231,8 @@ async def seed(engine: AsyncEngine, n: int, n_agents: int) -> Bench:
             await repo.insert_customer_records(conn, records)
         log(f"seeded {first + len(records):>9,} / {n:,}")
     await analyze(engine)
+    if await checkpoint(engine):
+        log("checkpoint after the seed: its WAL files recycled ahead, as in a database in service")
     log(f"seeded in {time.perf_counter() - started:.1f} s")
     return Bench(owner.id, assignment.id, agents, n)
 
@@ -507,10 +518,12 @@ async def run_agents(
             if tally.first_error is None:
                 tally.first_error = traceback.format_exc()
 
+    wal = await WalWindow(dialer.engine).start()
     cpu = time.process_time()
     window = CpuWindow({"bench": [os.getpid()]}, SERVER_NAMES).start()
     await asyncio.gather(*(guarded(i, u) for i, u in enumerate(bench.agents)))
     tally.machine = window.stop()
+    tally.wal = await wal.stop()
     tally.cpu_s = time.process_time() - cpu
     # The phase has ended for every agent: now they let go of what they hold, as work.stop
     # does (not timed; while agents still claimed, 200 releases at once would weigh on the
@@ -551,6 +564,13 @@ def phase_figures(tally: Tally, elapsed: float) -> dict[str, Any]:
         "late": tally.late,
         "errors": dict(tally.errors),
         "p99_ms_by_second": by_second(tally),
+        "wal_kb_per_claim": None
+        if tally.wal.get("wal_bytes") is None
+        else round(tally.wal["wal_bytes"] / 1024 / max(claims, 1), 2),
+        "wal_mb": None
+        if tally.wal.get("wal_bytes") is None
+        else round(tally.wal["wal_bytes"] / 2**20, 1),
+        "wal_files_ahead": tally.wal.get("wal_files_ahead"),
     }
 
 

@@ -61,6 +61,7 @@ from bench._nodes import (
     Database,
     Node,
     analyze,
+    checkpoint,
     connect,
     database,
     echo_times,
@@ -483,6 +484,7 @@ async def main() -> dict[str, Any]:
                 await hold(db, redis_url, seeded)
                 log(f"{n_held} selections held in {time.perf_counter() - started:.1f} s")
                 await analyze(db.engine)
+                await checkpoint(db.engine)
                 return await measure(work, redis_url, db, seeded)
             finally:
                 await forget_owner(redis_url, seeded.owner)

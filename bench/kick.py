@@ -30,6 +30,7 @@ from sqlalchemy import text
 from bench._nodes import (
     SALE_FLOW,
     analyze,
+    checkpoint,
     echo_times,
     forget_owner,
     percentile,
@@ -109,6 +110,7 @@ async def run(work: Path, redis_url: str, db_url: str, schema: str | None, n: in
         await selections.select(owner, agent, customer)
     await store_client.aclose()
     await analyze(engine)
+    await checkpoint(engine)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIALHUB_")}
     env.update(
