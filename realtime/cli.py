@@ -429,11 +429,10 @@ def _job_line(job: Any) -> str:
 async def selection_probe(settings: Settings) -> AsyncIterator[Any]:
     """The selection store the servers use: bulk work must see live selections (rule 5).
     REDIS_URL, else the embedded Redis of a `dialhub serve` running on this var directory."""
-    import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 
-    from presence.packing import pack_in_c
     from presence.selections import SelectionStore
+    from realtime.services import open_redis
 
     url = settings.redis_url
     if not url:
@@ -447,8 +446,7 @@ async def selection_probe(settings: Settings) -> AsyncIterator[Any]:
             "REDIS_URL, or start `dialhub serve` (its embedded Redis is found under "
             f"{settings.var_dir})"
         )
-    client = aioredis.Redis.from_url(url, decode_responses=True)
-    pack_in_c(client.connection_pool)
+    client = open_redis(url, cluster=settings.redis_cluster)
     try:
         try:
             await client.ping()

@@ -6,8 +6,10 @@ import asyncio
 import gc
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
@@ -52,7 +54,7 @@ class NamesShown:
 class Services:
     settings: Settings
     engine: AsyncEngine
-    redis: aioredis.Redis
+    redis: aioredis.Redis | RedisCluster
     selections: SelectionService
     presence: AgentPresence
     events: UserEvents
@@ -66,6 +68,30 @@ class Services:
     """The names the node's live selections were shown to supervisors with."""
 
 
+def open_redis(url: str, *, cluster: bool = False) -> Any:
+    """The node's Redis client: one server, or a Redis Cluster of which ``url`` names one node.
+
+    Every key, script and channel of one data owner carries the owner's hash tag, so each
+    script runs on the one node that holds the owner's slot and the cluster client routes it
+    there. Events are PUBLISHed from those scripts, and a Redis Cluster delivers a PUBLISH to
+    subscribers on every node, so the hub's one pub/sub connection (on any node) hears them."""
+    if cluster:
+        # One pool per cluster node, of this size each; redis-py packs the commands.
+        return RedisCluster.from_url(
+            url, decode_responses=True, health_check_interval=30, max_connections=REDIS_POOL_SIZE
+        )
+    # Blocking pool: a burst of connects waits for a Redis connection instead of opening
+    # thousands of sockets.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=30,
+        max_connections=REDIS_POOL_SIZE,
+        timeout=10,
+    )
+    return aioredis.Redis.from_pool(pack_in_c(pool))
+
+
 def open_services(settings: Settings) -> Services:
     """Engine and Redis client for `settings`; nothing connects until first use."""
     if not settings.redis_url:
@@ -77,16 +103,7 @@ def open_services(settings: Settings) -> Services:
         schema=settings.database_schema,
         pool_size=settings.db_pool_size,
     )
-    # Blocking pool: a burst of connects waits for a Redis connection instead of opening
-    # thousands of sockets.
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        health_check_interval=30,
-        max_connections=REDIS_POOL_SIZE,
-        timeout=10,
-    )
-    client = aioredis.Redis.from_pool(pack_in_c(pool))
+    client = open_redis(settings.redis_url, cluster=settings.redis_cluster)
     store = SelectionStore(client)
     selections = SelectionService(engine, store)
     dialer = NextCustomer(engine, selections, Hopper(engine, store))

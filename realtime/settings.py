@@ -14,6 +14,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    # REDIS_URL names one node of a Redis Cluster, which tells the client of the others.
+    redis_cluster: bool = Field(default=False, validation_alias="DIALHUB_REDIS_CLUSTER")
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     # PostgreSQL only: keep every table in this schema (tests use a fresh one per run).
     database_schema: str | None = Field(default=None, validation_alias="DIALHUB_DB_SCHEMA")

@@ -1,117 +1,22 @@
-"""The selection store runs against real Redis: the run's single server, and a Redis Cluster.
-
-The cluster is three redis-server processes in cluster mode on loopback ports, joined with
-``redis-cli --cluster create``; every core selection test runs on both, because the key layout
-promises each owner's keys hash to one slot.
+"""The selection store runs against real Redis: the run's single server, and a Redis Cluster
+(``redis_cluster_ports`` in tests/conftest.py); every core selection test runs on both, because
+the key layout promises each owner's keys hash to one slot.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 from owners import forget_owner, new_owner_id
 from redis.asyncio.cluster import RedisCluster
 
 from presence.keys import live_key, owner_prefix
 from presence.packing import pack_in_c
-from realtime.embedded import EmbeddedRedis, free_port, redis_server_binary
-
-
-def redis_cli_binary() -> str:
-    """The redis-cli next to the redis-server we run, else the machine's."""
-    bundled = Path(redis_server_binary()).with_name("redis-cli")
-    if bundled.is_file():
-        return str(bundled)
-    found = shutil.which("redis-cli")
-    if found is None:
-        pytest.skip("no redis-cli to create a cluster with")
-    return found
-
-
-def cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000, Redis 6.2) is free as well."""
-    for _ in range(100):
-        port = free_port()
-        if port + 10000 > 65535:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair for a cluster node")
-
-
-@pytest.fixture(scope="session")
-def redis_cluster_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
-    """Three redis-server processes joined into one cluster (no replicas); stopped at the end."""
-    base = tmp_path_factory.mktemp("redis-cluster")
-    nodes: list[EmbeddedRedis] = []
-    try:
-        for index in range(3):
-            node = EmbeddedRedis(
-                base / f"node{index}",
-                port=cluster_port(),
-                extra_args=(
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "5000",
-                ),
-            )
-            nodes.append(node.start())
-        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
-        subprocess.run(
-            [
-                redis_cli_binary(),
-                "--cluster",
-                "create",
-                *addresses,
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        wait_for_cluster_ok([node.port for node in nodes])
-        yield [node.port for node in nodes]
-    finally:
-        for node in nodes:
-            node.stop()
-
-
-def wait_for_cluster_ok(ports: list[int], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        states = []
-        for port in ports:
-            client = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
-            try:
-                info = client.cluster("INFO")
-                states.append(info.get("cluster_state") == "ok")
-            finally:
-                client.close()
-        if all(states):
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"cluster not ok after {timeout}s")
-        time.sleep(0.1)
 
 
 @pytest.fixture(params=["single", "cluster"])
