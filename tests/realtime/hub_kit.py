@@ -234,3 +234,73 @@ async def close_code(url: str, **options: Any) -> int | None:
         except websockets.ConnectionClosed as closed:
             return closed.rcvd.code if closed.rcvd else None
     return None
+
+
+# Redis connections cut under the nodes ----------------------------------------------------------
+
+
+async def cut_pub_sub(servers: list[Any]) -> int:
+    """Kill every pub/sub connection on these Redis servers (plain clients, one per server: a
+    cluster's nodes each), as a network cut or a Redis restart would; how many were killed."""
+    killed = 0
+    for server in servers:
+        killed += int(await server.execute_command("CLIENT", "KILL", "TYPE", "pubsub"))
+    return killed
+
+
+async def subscribers(servers: list[Any], name: str) -> int:
+    """Subscribers of channel ``name`` on these servers together."""
+    total = 0
+    for server in servers:
+        total += int(dict(await server.pubsub_numsub(name)).get(name, 0))
+    return total
+
+
+async def wait_for_subscribers(
+    servers: list[Any], name: str, count: int, within: float = WAIT
+) -> None:
+    """Until ``name`` has ``count`` subscribers again (the nodes reconnected), bounded."""
+    deadline = time.monotonic() + within
+    while await subscribers(servers, name) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name}: fewer than {count} subscribers after {within}s")
+        await asyncio.sleep(0.05)
+
+
+async def expect_events_after_a_cut(
+    nodes: tuple[Node, Node], new_shop: Any, servers: list[Any]
+) -> None:
+    """Supervisors watching on both nodes and an agent on one; every pub/sub connection on
+    ``servers`` killed; once the nodes are subscribed again, a selection reaches both
+    supervisors and a release throws the agent out."""
+    from shop_kit import ok, start  # shop_kit builds on this module
+
+    from presence.agents import channel, watchers_channel
+
+    node_a, node_b = nodes
+    shop = await new_shop(customers=2)
+    agent = shop.agents[0]
+    watching = [
+        await connect(node_a.ws, shop.token(shop.supervisor)),
+        await connect(node_b.ws, shop.token(shop.supervisor)),
+    ]
+    tab = await connect(node_b.ws, shop.token(agent))
+    try:
+        for supervisor in watching:
+            ok(await supervisor.request("selected.watch"))
+        ok(await tab.request("ping"))
+        assert await cut_pub_sub(servers) >= 2
+        await wait_for_subscribers(servers, watchers_channel(shop.owner), 2)
+        await wait_for_subscribers(servers, channel(shop.owner, agent.id), 1)
+
+        screen = await start(tab, shop)
+        customer_id = screen["customer"]["id"]
+        for supervisor in watching:
+            await supervisor.event("selected.changed", customer_id=customer_id, op="selected")
+        released = ok(await watching[0].request("selection.release", customer_id=customer_id))
+        assert released == {"released": True}
+        revoked = await tab.event("selection.revoked")
+        assert revoked["data"]["customer_id"] == customer_id
+    finally:
+        for client in (*watching, tab):
+            await client.close()

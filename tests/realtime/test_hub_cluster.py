@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from hub_kit import Node, connect, start_node
 from redis.asyncio.cluster import RedisCluster
 from shop_kit import holding, ok, start
+from test_hub_fanout import expect_events_after_a_cut
 
 from presence.keys import live_key
 
@@ -129,3 +130,19 @@ async def test_rule_08_release_kicks_agent_out_on_a_redis_cluster(
         await again.close()
     finally:
         await supervisor.close()
+
+
+async def test_nodes_on_a_redis_cluster_hear_events_again_after_their_pub_sub_is_cut(
+    cluster_nodes: tuple[Node, Node], new_shop: Any, redis_cluster_ports: list[int]
+) -> None:
+    """The pub/sub connections of both nodes killed on every cluster node: each node
+    subscribes again (on whichever cluster node), and changes and kicks flow on."""
+    servers = [
+        aioredis.Redis(host="127.0.0.1", port=port, decode_responses=True)
+        for port in redis_cluster_ports
+    ]
+    try:
+        await expect_events_after_a_cut(cluster_nodes, new_shop, servers)
+    finally:
+        for server in servers:
+            await server.aclose()

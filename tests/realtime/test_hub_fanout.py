@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from hub_kit import Node, connect
+from hub_kit import Node, connect, expect_events_after_a_cut
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.db import repositories as repo
@@ -173,3 +173,11 @@ async def test_an_agents_own_select_and_stop_show_its_and_the_customers_names(
     finally:
         await watcher.close()
         await agent_tab.close()
+
+
+async def test_nodes_hear_events_again_after_their_pub_sub_connections_are_cut(
+    nodes: tuple[Node, Node], new_shop: Any, redis_client: Any
+) -> None:
+    """Every pub/sub connection killed at once (a network cut, a Redis restart): each node
+    subscribes again, and the next change and the next kick reach their connections."""
+    await expect_events_after_a_cut(nodes, new_shop, [redis_client])
