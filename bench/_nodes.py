@@ -186,14 +186,12 @@ class WalWindow:
         self._start: str | None = None
         self.ahead: int | None = None
 
-    async def _lsn(self, conn: Any) -> str:
-        return str((await conn.execute(text("SELECT pg_current_wal_insert_lsn()::text"))).scalar())
-
     async def start(self) -> WalWindow:
         if self.engine.dialect.name != "postgresql":
             return self
         async with self.engine.connect() as conn:
-            self._start = await self._lsn(conn)
+            lsn = await conn.execute(text("SELECT pg_current_wal_insert_lsn()::text"))
+            self._start = str(lsn.scalar())
             try:
                 self.ahead = (
                     await conn.execute(
@@ -211,14 +209,13 @@ class WalWindow:
         if self._start is None:
             return {"wal_bytes": None, "wal_files_ahead": None}
         async with self.engine.connect() as conn:
-            end = await self._lsn(conn)
             written = (
                 await conn.execute(
                     text(
-                        "SELECT pg_wal_lsn_diff(CAST(CAST(:end AS text) AS pg_lsn),"
+                        "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(),"
                         " CAST(CAST(:start AS text) AS pg_lsn))"
                     ),
-                    {"end": end, "start": self._start},
+                    {"start": self._start},
                 )
             ).scalar()
         return {"wal_bytes": int(written or 0), "wal_files_ahead": self.ahead}

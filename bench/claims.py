@@ -545,6 +545,7 @@ def by_second(tally: Tally) -> list[float]:
 def phase_figures(tally: Tally, elapsed: float) -> dict[str, Any]:
     """A phase's figures: claims a second, latencies, CPU per claim and where the rest went."""
     claims = len(tally.latencies)
+    wal_bytes = tally.wal.get("wal_bytes")
     return {
         "claims": claims,
         "seconds": round(elapsed, 2),
@@ -565,11 +566,9 @@ def phase_figures(tally: Tally, elapsed: float) -> dict[str, Any]:
         "errors": dict(tally.errors),
         "p99_ms_by_second": by_second(tally),
         "wal_kb_per_claim": None
-        if tally.wal.get("wal_bytes") is None
-        else round(tally.wal["wal_bytes"] / 1024 / max(claims, 1), 2),
-        "wal_mb": None
-        if tally.wal.get("wal_bytes") is None
-        else round(tally.wal["wal_bytes"] / 2**20, 1),
+        if wal_bytes is None
+        else round(wal_bytes / 1024 / max(claims, 1), 2),
+        "wal_mb": None if wal_bytes is None else round(wal_bytes / 2**20, 1),
         "wal_files_ahead": tally.wal.get("wal_files_ahead"),
     }
 

@@ -6,7 +6,6 @@ import asyncio
 import gc
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -68,7 +67,7 @@ class Services:
     """The names the node's live selections were shown to supervisors with."""
 
 
-def open_redis(url: str, *, cluster: bool = False) -> Any:
+def open_redis(url: str, *, cluster: bool = False) -> aioredis.Redis | RedisCluster:
     """The node's Redis client: one server, or a Redis Cluster of which ``url`` names one node.
 
     Every key, script and channel of one data owner carries the owner's hash tag, so each

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from hub_kit import Node, connect, expect_events_after_a_cut
+from hub_kit import Node, connect, expect_events_after_a_cut, subscribers
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.db import repositories as repo
@@ -121,19 +121,16 @@ async def test_a_user_arriving_as_its_last_connection_leaves_stays_subscribed(
     def connection() -> Connection:  # never sends: only its place in the hub is exercised
         return Connection(WebSocket(scope, _receive, _send), agent, services, hub)
 
-    async def subscribers() -> int:
-        return dict(await services.redis.pubsub_numsub(name)).get(name, 0)
-
     try:
         current = connection()
         await hub.register(current)
         for _ in range(100):
             arriving = connection()
             await asyncio.gather(hub.unregister(current), hub.register(arriving))
-            assert await subscribers() == 1
+            assert await subscribers([services.redis], name) == 1
             current = arriving
         await hub.unregister(current)
-        assert await subscribers() == 0
+        assert await subscribers([services.redis], name) == 0
     finally:
         await hub.pubsub.aclose()
 
